@@ -1,0 +1,118 @@
+"""The ``minippo`` command: ``train`` and ``eval`` (``minippo --help`` lists all subcommands).
+
+Bad input is reported as one line on stderr, ``minippo: error: ...``, with exit status 2; a NaN loss
+stops training with status 1; Ctrl-C with status 130. The run folder keeps the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+
+import numpy as np
+import torch
+
+from .errors import MinippoError, NonFiniteLossError
+
+
+def _parse_hp(items: list[str]) -> dict:
+    """``["learning_rate=1e-3", "hidden_sizes=(32,32)"]`` → dict, values parsed as Python literals."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise MinippoError(f"--hp expects KEY=VALUE, got {item!r} (e.g. --hp learning_rate=1e-3).")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minippo", description="Policy-gradient RL, small and readable: "
+                                     "VPG, TRPO and PPO on Gymnasium tasks.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    from .train import ALGORITHMS  # noqa: PLC0415 (keeps `minippo --help` quick)
+
+    t = sub.add_parser("train", help="train a policy on a Gymnasium task",
+                       description="Train a policy. Defaults are tuned per env (see the DEFAULTS table in "
+                       "each algorithm module); any hyperparameter can be set with --hp KEY=VALUE.")
+    t.add_argument("--algo", default="ppo", choices=sorted(ALGORITHMS))
+    t.add_argument("--env", default="CartPole-v1", help="Gymnasium env id (default: CartPole-v1)")
+    t.add_argument("--total-steps", type=int, help="env-step budget (default: per env)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--num-envs", type=int, help="parallel envs (default: per env)")
+    t.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    t.add_argument("--out", help="run folder (default: runs/<env>-<algo>-s<seed>-<time>)")
+    t.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a hyperparameter, e.g. --hp learning_rate=1e-3 (repeatable)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("eval", help="evaluate a saved policy")
+    e.add_argument("checkpoint", help="checkpoint.pt, or the run folder holding it")
+    e.add_argument("--episodes", type=int, default=10)
+    e.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
+    e.add_argument("--env", help="evaluate on this env id instead of the one trained on")
+    e.add_argument("--seed", type=int, default=12345)
+    return parser
+
+
+def cmd_train(args) -> int:
+    from .train import train
+
+    hp = _parse_hp(args.hp)
+    result = train(args.env, args.algo, total_steps=args.total_steps, seed=args.seed,
+                   num_envs=args.num_envs, device=args.device, out=args.out,
+                   show_progress=not args.no_progress, **hp)
+    returns = result.episode_returns
+    print(f"\n{args.algo} on {args.env}: {result.status} after {result.iterations} iterations, "
+          f"{result.global_step} env steps in {result.time_s:.1f} s "
+          f"({result.global_step / max(result.time_s, 1e-9):.0f} steps/s)")
+    if returns:
+        print(f"episodes: {len(returns)}; mean return of the last 10: {result.final_return:.1f} "
+              f"(best single episode {max(returns):.1f})")
+    print(f"run folder: {result.run_dir} (config.json, progress.csv, checkpoint.pt)")
+    print(f"evaluate with: minippo eval {result.run_dir / 'checkpoint.pt'}")
+    return 130 if result.status == "interrupted" else 0
+
+
+def cmd_eval(args) -> int:
+    from .train import evaluate
+
+    returns = evaluate(args.checkpoint, args.episodes, deterministic=not args.stochastic, seed=args.seed,
+                       env_id=args.env)
+    mode = "stochastic" if args.stochastic else "deterministic"
+    print(f"return over {len(returns)} episodes ({mode} actions): "
+          f"{np.mean(returns):.1f} ± {np.std(returns):.1f}  (min {np.min(returns):.1f}, "
+          f"max {np.max(returns):.1f})")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    torch.set_num_threads(1)  # small networks: one thread is faster, and leaves cores for parallel runs
+    try:
+        return COMMANDS[args.command](args)
+    except NonFiniteLossError as e:
+        print(f"minippo: error: {e}", file=sys.stderr)
+        return 1
+    except MinippoError as e:
+        print(f"minippo: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("minippo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""The errors minippo raises on bad input. The command line prints them without a traceback."""
+
+
+class MinippoError(Exception):
+    """Bad input: the message names the problem and how to fix it (unknown env id, unsupported space,
+    out-of-range hyperparameter, corrupt or mismatched checkpoint, ...)."""
+
+
+class NonFiniteLossError(MinippoError):
+    """A loss became NaN or infinite. Training stops before the bad gradient step is applied, and the
+    last checkpoint written (from the previous iteration) is kept."""
+
+
+def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
+                low_inclusive: bool = True, high_inclusive: bool = True) -> None:
+    """Raise :class:`MinippoError` unless ``low <= value <= high`` (bounds optional, inclusivity as given).
+
+    The message names the hyperparameter, its value and its valid range, e.g.
+    ``clip_range=1.5 is out of range: it must be in (0, 1).``
+    """
+    ok = True
+    if low is not None:
+        ok &= value >= low if low_inclusive else value > low
+    if high is not None:
+        ok &= value <= high if high_inclusive else value < high
+    if not ok:
+        left = ("[" if low_inclusive else "(") + (f"{low:g}" if low is not None else "-inf")
+        right = (f"{high:g}" if high is not None else "inf") + ("]" if high_inclusive else ")")
+        raise MinippoError(f"{name}={value!r} is out of range: it must be in {left}, {right}.")

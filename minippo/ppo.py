@@ -1,0 +1,201 @@
+"""Proximal Policy Optimization with the clipped surrogate objective (Schulman et al. 2017, "Proximal
+Policy Optimization Algorithms").
+
+Per iteration, on a batch collected by the current policy π_old with GAE advantages Â::
+
+    for epoch = 1..K:
+        for each shuffled minibatch:
+            r(θ)    = π_θ(a|s) / π_old(a|s)                                  probability ratio
+            L^CLIP  = mean( min(r Â, clip(r, 1−ε, 1+ε) Â) )                   eq. 7
+            L^VF    = mean( (V_θ(s) − R)² )            (optionally clipped around V_old)
+            S       = mean( entropy of π_θ(·|s) )
+            loss    = −L^CLIP + c_vf L^VF − c_ent S                           eq. 9 (as a loss)
+            one Adam step on loss, gradient norm clipped to max_grad_norm
+        stop early if the approximate KL(π_old ‖ π_θ) exceeds target_kl
+
+Implementation details follow Huang et al. 2022, "The 37 Implementation Details of PPO".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import NonFiniteLossError, check_range
+
+# Tuned defaults per environment (rl-zoo3's tables where they exist). Keys are fields of PPOConfig or of
+# minippo.train.TrainConfig; "default" is used for any env not listed.
+DEFAULTS: dict[str, dict] = {
+    "default": dict(total_steps=500_000, num_envs=8, num_steps=256, gamma=0.99, gae_lambda=0.95,
+                    learning_rate=3e-4, num_epochs=10, minibatch_size=256),
+    "CartPole-v1": dict(total_steps=100_000, num_envs=8, num_steps=32, gamma=0.98, gae_lambda=0.8,
+                        learning_rate=1e-3, anneal_lr=True, num_epochs=20, minibatch_size=256,
+                        clip_range=0.2, anneal_clip_range=True, entropy_coef=0.0),
+    "Acrobot-v1": dict(total_steps=200_000, num_envs=16, num_steps=256, gamma=0.99, gae_lambda=0.94,
+                       num_epochs=4, minibatch_size=256, normalize_obs=True),
+    "Pendulum-v1": dict(total_steps=200_000, num_envs=4, num_steps=1024, gamma=0.9, gae_lambda=0.95,
+                        learning_rate=1e-3, anneal_lr=False, num_epochs=10, minibatch_size=64,
+                        clip_range=0.2),
+    "LunarLander-v3": dict(total_steps=1_000_000, num_envs=16, num_steps=1024, gamma=0.999,
+                           gae_lambda=0.98, num_epochs=4, minibatch_size=64, entropy_coef=0.01),
+}
+
+
+@dataclass
+class PPOConfig:
+    """PPO's hyperparameters, with typical ranges.
+
+    learning_rate        Adam step size (1e-4 – 3e-3), linearly annealed to 0 if ``anneal_lr``.
+    num_epochs           K passes over the batch per iteration (3 – 30).
+    minibatch_size       transitions per gradient step (32 – 4096; tokens for text).
+    clip_range           ε of the clipped surrogate, in (0, 1) (0.1 – 0.3); annealed if
+                         ``anneal_clip_range``.
+    clip_value_loss      clip the value update around V_old by ε too (as in OpenAI baselines).
+    value_coef           c_vf, weight of the value loss (0.5 – 1).
+    entropy_coef         c_ent, weight of the entropy bonus (0 – 0.01).
+    max_grad_norm        global gradient-norm clip (0.5).
+    target_kl            stop the epochs early once the approximate KL exceeds it (None: never; 0.01–0.05).
+    normalize_advantages standardise Â per minibatch.
+    """
+
+    learning_rate: float = 3e-4
+    anneal_lr: bool = True
+    num_epochs: int = 10
+    minibatch_size: int = 64
+    clip_range: float = 0.2
+    anneal_clip_range: bool = False
+    clip_value_loss: bool = False
+    value_coef: float = 0.5
+    entropy_coef: float = 0.0
+    max_grad_norm: float = 0.5
+    target_kl: float | None = None
+    normalize_advantages: bool = True
+
+    def __post_init__(self):
+        check_range("learning_rate", self.learning_rate, 0, 1, low_inclusive=False)
+        check_range("num_epochs", self.num_epochs, 1)
+        check_range("minibatch_size", self.minibatch_size, 1)
+        check_range("clip_range", self.clip_range, 0, 1, low_inclusive=False, high_inclusive=False)
+        check_range("value_coef", self.value_coef, 0)
+        check_range("entropy_coef", self.entropy_coef, 0)
+        check_range("max_grad_norm", self.max_grad_norm, 0, low_inclusive=False)
+        if self.target_kl is not None:
+            check_range("target_kl", self.target_kl, 0, low_inclusive=False)
+
+
+def clipped_surrogate_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor,
+                           advantages: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``−L^CLIP`` (PPO eq. 7) and the probability ratio.
+
+    Args:
+        log_probs: log π_θ(a|s), ``[*S]``, with gradient. old_log_probs: log π_old(a|s), ``[*S]``.
+        advantages: Â, ``[*S]``. clip_range: ε.
+
+    Returns ``(loss, ratio)``. Where the ratio is already past 1+ε with Â > 0 (or below 1−ε with
+    Â < 0) the min picks the clipped, constant term, so those samples give no gradient.
+    """
+    ratio = (log_probs - old_log_probs).exp()
+    unclipped = ratio * advantages
+    clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range) * advantages
+    return -torch.min(unclipped, clipped).mean(), ratio
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
+    """1 − Var[R − V] / Var[R]: 1 is a perfect value function, 0 no better than a constant."""
+    var = returns.var()
+    return float("nan") if var == 0 else float(1 - (returns - values).var() / var)
+
+
+def check_finite(loss: torch.Tensor, what: str) -> None:
+    """Raise :class:`NonFiniteLossError` (before any gradient step) if ``loss`` is NaN or infinite."""
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(
+            f"The {what} is {loss.item()}. Training stopped before applying this update; the last "
+            "checkpoint is from the previous iteration. Try a smaller learning rate, observation/reward "
+            "normalisation, or check the environment's rewards for NaN.")
+
+
+class PPO:
+    """The PPO update. Holds the Adam optimiser, the one piece of state between iterations.
+
+    Args:
+        policy: any policy with ``evaluate(minibatch) -> (dist, values)`` (see ``minippo.policies``).
+        config: :class:`PPOConfig`.
+        seed: seeds the minibatch shuffling.
+    """
+
+    def __init__(self, policy: nn.Module, config: PPOConfig, seed: int = 0):
+        self.policy, self.config = policy, config
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def update(self, batch, progress: float) -> dict[str, float]:
+        """One PPO iteration on ``batch`` (a :class:`minippo.rollout.Batch` with advantages and returns).
+
+        ``progress`` in [0, 1) is the fraction of training done, for learning-rate and ε annealing.
+        Returns the statistics practitioners watch: policy_loss, value_loss, entropy, approx_kl,
+        clip_fraction, explained_variance, learning_rate, clip_range, epochs.
+
+        Raises:
+            NonFiniteLossError: a loss is NaN/inf; the update is abandoned before its step.
+        """
+        c = self.config
+        lr = c.learning_rate * (1.0 - progress) if c.anneal_lr else c.learning_rate
+        clip_range = c.clip_range * (1.0 - progress) if c.anneal_clip_range else c.clip_range
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+        totals = torch.zeros(5)  # policy loss, value loss, entropy, approx KL, clip fraction
+        steps = 0
+        for epoch in range(1, c.num_epochs + 1):
+            epoch_kl, epoch_steps = 0.0, 0
+            for mb in batch.minibatches(c.minibatch_size, self.generator):
+                dist, values = self.policy.evaluate(mb)
+                log_probs = dist.log_prob(mb.actions)
+                advantages = mb.advantages
+                if c.normalize_advantages and advantages.numel() > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+                policy_loss, ratio = clipped_surrogate_loss(log_probs, mb.log_probs, advantages, clip_range)
+                if c.clip_value_loss:  # keep V near V_old, as the policy is kept near π_old
+                    clipped_values = mb.values + (values - mb.values).clamp(-clip_range, clip_range)
+                    value_loss = torch.max((values - mb.returns) ** 2,
+                                           (clipped_values - mb.returns) ** 2).mean()
+                else:
+                    value_loss = ((values - mb.returns) ** 2).mean()
+                entropy = dist.entropy().mean()
+                loss = policy_loss + c.value_coef * value_loss - c.entropy_coef * entropy  # eq. 9
+                check_finite(loss, "PPO loss")
+
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)
+                self.optimizer.step()
+
+                with torch.no_grad():
+                    log_ratio = log_probs - mb.log_probs
+                    # Low-variance estimator of KL(π_old ‖ π_θ): E[(r − 1) − log r] (Schulman 2020 blog).
+                    approx_kl = ((ratio - 1.0) - log_ratio).mean()
+                    clip_fraction = ((ratio - 1.0).abs() > clip_range).float().mean()
+                    totals += torch.stack([policy_loss, value_loss, entropy, approx_kl, clip_fraction]).cpu()
+                epoch_kl += float(approx_kl)
+                epoch_steps += 1
+                steps += 1
+            if c.target_kl is not None and epoch_kl / epoch_steps > c.target_kl:
+                break
+
+        with torch.no_grad():
+            data = batch.all()
+            ev = explained_variance(data.values, data.returns)
+        means = (totals / steps).tolist()
+        return {"policy_loss": means[0], "value_loss": means[1], "entropy": means[2],
+                "approx_kl": means[3], "clip_fraction": means[4], "explained_variance": ev,
+                "learning_rate": lr, "clip_range": clip_range, "epochs": epoch}
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])

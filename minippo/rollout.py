@@ -1,0 +1,216 @@
+"""The rollout/GAE core shared by VPG, TRPO and PPO: a time-major batch, GAE(γ, λ), and collection from
+Gymnasium vector environments.
+
+Symbols used in every docstring of this module:
+
+    T   steps per rollout (time)
+    N   parallel streams: the environments of a vector env, or the sequences of a text batch
+    B   transitions in a minibatch
+
+Data flow of one iteration::
+
+    policy ──► rollout source ──► Batch [T, N] ──► compute_gae ──► advantages, returns [T, N]
+                                                                       │
+                                        algorithm.update(batch) ◄──────┘
+
+Any *rollout source* (a vector env here, generated text in ``minippo.lm``) produces an object with the
+fields and methods of :class:`Batch`; the algorithms use nothing else, so they never branch on the task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Minibatch:
+    """A set of transitions for one gradient step. Every tensor has the same leading shape ``S``:
+    ``[B]`` for shuffled Gymnasium transitions, ``[T, n]`` for whole text sequences.
+
+    ============  ====================  ==========================================================
+    field         shape                 meaning
+    ============  ====================  ==========================================================
+    obs           [*S, *obs_shape]      what the policy needs to evaluate these positions
+    actions       [*S, *action_shape]   actions taken
+    log_probs     [*S]                  log π_old(a|s) under the policy that collected the batch
+    values        [*S]                  V_old(s), value estimates at collection time
+    advantages    [*S]                  GAE(γ, λ) advantages Â
+    returns       [*S]                  λ-returns Â + V_old(s), the value-function targets
+    ============  ====================  ==========================================================
+    """
+
+    obs: Tensor
+    actions: Tensor
+    log_probs: Tensor
+    values: Tensor
+    advantages: Tensor
+    returns: Tensor
+
+
+@dataclass
+class Batch:
+    """One rollout of ``T`` steps from ``N`` parallel environments, time-major.
+
+    ============  ====================  ==========================================================
+    field         shape                 meaning
+    ============  ====================  ==========================================================
+    obs           [T, N, *obs_shape]    observation s_t the action was chosen in
+    actions       [T, N, *action_shape] action a_t (unclipped, as sampled)
+    log_probs     [T, N]                log π(a_t|s_t) of the collecting policy
+    values        [T, N]                V(s_t)
+    rewards       [T, N]                r_t, after any reward scaling wrapper
+    dones         [T, N]                1.0 where the episode ended at t (terminated or truncated)
+    next_values   [T, N]                V(s_{t+1}): 0 after a termination; V(final observation)
+                                        after a truncation (the episode did not really end)
+    valid         [T, N] bool           False on Gymnasium's autoreset steps (see GymRollout),
+                                        which are left out of every update
+    advantages    [T, N]                filled in by the training loop with :func:`compute_gae`
+    returns       [T, N]                likewise
+    ============  ====================  ==========================================================
+
+    ``episode_returns`` / ``episode_lengths`` list every episode that finished during the rollout (raw,
+    unscaled rewards; length in env steps). ``info`` holds extra per-rollout statistics a source wants
+    logged. ``num_steps`` counts the env steps consumed, ``T * N``.
+    """
+
+    obs: Tensor
+    actions: Tensor
+    log_probs: Tensor
+    values: Tensor
+    rewards: Tensor
+    dones: Tensor
+    next_values: Tensor
+    valid: Tensor
+    advantages: Tensor | None = None
+    returns: Tensor | None = None
+    episode_returns: list[float] = field(default_factory=list)
+    episode_lengths: list[int] = field(default_factory=list)
+    info: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_steps(self) -> int:
+        return self.rewards.numel()
+
+    def all(self) -> Minibatch:
+        """Every valid transition, flattened to ``[B]`` in time-major order."""
+        if self.advantages is None or self.returns is None:
+            raise RuntimeError("Batch.advantages/returns are not set: call compute_gae first.")
+        mask = self.valid.reshape(-1)
+        flat = lambda x: x.reshape(-1, *x.shape[2:])[mask]  # noqa: E731
+        return Minibatch(flat(self.obs), flat(self.actions), flat(self.log_probs), flat(self.values),
+                         flat(self.advantages), flat(self.returns))
+
+    def minibatches(self, minibatch_size: int, generator: torch.Generator | None = None
+                    ) -> Iterator[Minibatch]:
+        """Shuffle the valid transitions and yield minibatches of ``minibatch_size`` (the last one may be
+        smaller). One pass over this iterator is one epoch."""
+        data = self.all()
+        n = data.log_probs.shape[0]
+        order = torch.randperm(n, generator=generator).to(data.log_probs.device)
+        for start in range(0, n, minibatch_size):
+            idx = order[start:start + minibatch_size]
+            yield Minibatch(data.obs[idx], data.actions[idx], data.log_probs[idx], data.values[idx],
+                            data.advantages[idx], data.returns[idx])
+
+
+def compute_gae(rewards: Tensor, values: Tensor, next_values: Tensor, dones: Tensor,
+                gamma: float, gae_lambda: float) -> tuple[Tensor, Tensor]:
+    """Generalized advantage estimation, GAE(γ, λ) (Schulman et al. 2016, "High-Dimensional Continuous
+    Control Using Generalized Advantage Estimation", §3 eq. 16):
+
+        δ_t = r_t + γ V(s_{t+1}) − V(s_t)                  (TD residual; V(s_{t+1}) = next_values[t])
+        Â_t = Σ_{l≥0} (γλ)^l δ_{t+l}, summed up to the end of the episode or of the rollout
+
+    computed backwards as ``Â_t = δ_t + γλ (1 − done_t) Â_{t+1}``. The λ-return used as the value target
+    is ``Â_t + V(s_t)``.
+
+    Args:
+        rewards, values, next_values, dones: ``[T, N]`` float tensors (see :class:`Batch`). ``dones``
+            cuts the sum at an episode boundary; whether to bootstrap there is decided by ``next_values``
+            (0 on termination, the value of the final observation on truncation).
+        gamma: discount γ in [0, 1]. gae_lambda: λ in [0, 1]; λ=0 gives one-step TD, λ=1 Monte Carlo.
+
+    Returns:
+        ``(advantages, returns)``, both ``[T, N]``.
+    """
+    deltas = rewards + gamma * next_values - values
+    not_done = 1.0 - dones
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        running = deltas[t] + gamma * gae_lambda * not_done[t] * running
+        advantages[t] = running
+    return advantages, advantages + values
+
+
+class GymRollout:
+    """Collects ``[T, N]`` batches from a Gymnasium vector env (``N = envs.num_envs``).
+
+    Autoreset: we keep Gymnasium's default ``AutoresetMode.NEXT_STEP``, because Gymnasium's vector
+    ``NormalizeObservation`` / ``NormalizeReward`` wrappers require it. In that mode the observation
+    returned on the step where an episode ends *is* the final observation, so the next step's value
+    estimate V(s_{t+1}) is exactly the bootstrap value a truncated episode needs; a terminated one gets 0.
+    The step after an episode ends is an *autoreset step*: the env ignores the action, resets and returns
+    reward 0. Such steps are marked ``valid=False`` and left out of the update (they cost one env step
+    per episode, counted in the env-step budget).
+
+    Args:
+        envs: a vector env from :func:`minippo.envs.make_vec_env` (it records episode statistics).
+        num_steps: ``T``, steps per env per rollout.
+        seed: seeds the first reset.
+        device: where the batch tensors live (the policy's device).
+    """
+
+    def __init__(self, envs: gym.vector.VectorEnv, num_steps: int, seed: int | None = None,
+                 device: torch.device | str = "cpu"):
+        self.envs, self.num_steps, self.device = envs, num_steps, torch.device(device)
+        obs, _ = envs.reset(seed=seed)
+        envs.action_space.seed(seed)
+        self.obs = self._to_tensor(obs)
+        self.autoreset = torch.zeros(envs.num_envs, dtype=torch.bool, device=self.device)
+
+    def _to_tensor(self, x: np.ndarray) -> Tensor:
+        return torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)
+
+    @torch.no_grad()
+    def collect(self, policy) -> Batch:
+        """Run ``policy.act`` for ``T`` steps in every env and return the :class:`Batch`."""
+        T, N = self.num_steps, self.envs.num_envs
+        obs_buf = torch.zeros((T, N, *self.obs.shape[1:]), device=self.device)
+        rewards, dones, terminated_buf, valid = (torch.zeros((T, N), device=self.device) for _ in range(4))
+        values = torch.zeros((T + 1, N), device=self.device)
+        log_probs = torch.zeros((T, N), device=self.device)
+        actions_list, episode_returns, episode_lengths = [], [], []
+
+        for t in range(T):
+            obs_buf[t] = self.obs
+            valid[t] = ~self.autoreset
+            action, log_prob, value = policy.act(self.obs)
+            actions_list.append(action)
+            log_probs[t], values[t] = log_prob, value
+            next_obs, reward, terminated, truncated, info = self.envs.step(action.cpu().numpy())
+            self.obs = self._to_tensor(next_obs)
+            done = np.logical_or(terminated, truncated)
+            rewards[t] = self._to_tensor(reward)
+            dones[t] = self._to_tensor(done)
+            terminated_buf[t] = self._to_tensor(terminated)
+            self.autoreset = torch.as_tensor(done, device=self.device)
+            if "episode" in info:  # from gymnasium's RecordEpisodeStatistics wrapper
+                finished = info["_episode"]
+                episode_returns += info["episode"]["r"][finished].astype(float).tolist()
+                episode_lengths += info["episode"]["l"][finished].astype(int).tolist()
+
+        values[T] = policy.value(self.obs)
+        # V(s_{t+1}) is the value of the observation returned by step t, the final one if the episode
+        # ended there. A terminated episode has no future, so nothing is bootstrapped.
+        next_values = values[1:] * (1.0 - terminated_buf)
+        return Batch(obs=obs_buf, actions=torch.stack(actions_list), log_probs=log_probs,
+                     values=values[:T], rewards=rewards, dones=dones, next_values=next_values,
+                     valid=valid.bool(), episode_returns=episode_returns,
+                     episode_lengths=episode_lengths)

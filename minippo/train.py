@@ -1,0 +1,314 @@
+"""The training loop shared by every algorithm and every task — collect, GAE, update, log, checkpoint —
+and its Gymnasium front end :func:`train` plus :func:`evaluate`.
+
+One iteration of :func:`run_loop`::
+
+    batch = source.collect(policy)                                   # [T, N]
+    batch.advantages, batch.returns = compute_gae(...)               # GAE(γ, λ)
+    stats = algorithm.update(batch, progress)                        # VPG, TRPO or PPO
+    progress.csv += one row;  checkpoint.pt := new state             # written atomically
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import ppo
+from .envs import (check_env_id, get_obs_normalization, make_vec_env, set_obs_normalization,
+                   space_signature)
+from .errors import MinippoError, check_range
+from .logger import CSVLogger, load_checkpoint, save_checkpoint, write_json
+from .policies import MLPActorCritic
+from .rollout import GymRollout, compute_gae
+
+# name -> (update class, its config dataclass, its per-env defaults)
+ALGORITHMS: dict[str, tuple[type, type, dict]] = {
+    "ppo": (ppo.PPO, ppo.PPOConfig, ppo.DEFAULTS),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Settings shared by all algorithms on Gymnasium tasks.
+
+    env_id            a registered Gymnasium id, e.g. "CartPole-v1".
+    algo              "ppo" (and "vpg", "trpo" where registered in ALGORITHMS).
+    total_steps       env-step budget, summed over the N envs (> 0).
+    num_envs          N, parallel envs in the sync vector env (1 – 64).
+    num_steps         T, steps per env per rollout; a batch has T·N transitions.
+    gamma             discount γ in [0, 1].
+    gae_lambda        GAE λ in [0, 1].
+    seed              seeds the envs, the network init and the sampling.
+    device            "auto" (CUDA if present), "cpu" or "cuda".
+    normalize_obs     Gymnasium's NormalizeObservation (running mean/std; saved in checkpoints).
+    normalize_reward  Gymnasium's NormalizeReward (scales by the std of the discounted return).
+    hidden_sizes      hidden widths of the actor and critic MLPs.
+    log_std_init      initial log σ of the Gaussian policy (continuous actions).
+    """
+
+    env_id: str = "CartPole-v1"
+    algo: str = "ppo"
+    total_steps: int = 100_000
+    num_envs: int = 8
+    num_steps: int = 128
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    seed: int = 0
+    device: str = "auto"
+    normalize_obs: bool = False
+    normalize_reward: bool = False
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    log_std_init: float = 0.0
+
+    def __post_init__(self):
+        self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
+        if self.algo not in ALGORITHMS:
+            raise MinippoError(f"Unknown algorithm {self.algo!r}; choose one of {sorted(ALGORITHMS)}.")
+        check_range("total_steps", self.total_steps, 1)
+        check_range("num_envs", self.num_envs, 1, 1024)
+        check_range("num_steps", self.num_steps, 1)
+        check_range("gamma", self.gamma, 0, 1)
+        check_range("gae_lambda", self.gae_lambda, 0, 1)
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise MinippoError(f"device={self.device!r} is not one of auto, cpu, cuda.")
+
+
+def make_configs(algo: str = "ppo", env_id: str = "CartPole-v1", **overrides) -> tuple[TrainConfig, object]:
+    """Merge the algorithm's per-env defaults with ``overrides`` and split them into a
+    :class:`TrainConfig` and the algorithm's config dataclass.
+
+    Raises:
+        MinippoError: unknown algorithm, unknown hyperparameter name, or a value out of its range.
+    """
+    if algo not in ALGORITHMS:
+        raise MinippoError(f"Unknown algorithm {algo!r}; choose one of {sorted(ALGORITHMS)}.")
+    _, algo_config_cls, defaults = ALGORITHMS[algo]
+    merged = {**defaults["default"], **defaults.get(env_id, {}),
+              **{k: v for k, v in overrides.items() if v is not None}}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    algo_fields = {f.name for f in dataclasses.fields(algo_config_cls)}
+    unknown = set(merged) - train_fields - algo_fields
+    if unknown:
+        raise MinippoError(f"Unknown hyperparameter(s) {sorted(unknown)} for {algo}. Valid names: "
+                           f"{sorted(train_fields | algo_fields)}.")
+    try:
+        train_config = TrainConfig(env_id=env_id, algo=algo,
+                                   **{k: v for k, v in merged.items() if k in train_fields})
+        algo_config = algo_config_cls(**{k: v for k, v in merged.items() if k in algo_fields})
+    except TypeError as e:  # e.g. a string where a number belongs
+        raise MinippoError(f"Bad hyperparameter value: {e}") from None
+    return train_config, algo_config
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" → CUDA when available, else CPU. Raises :class:`MinippoError` for "cuda" without a GPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MinippoError("--device cuda was asked for but no CUDA GPU is available; use --device cpu "
+                           "or auto.")
+    return torch.device(device)
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped) run reports."""
+
+    run_dir: Path
+    iterations: int
+    global_step: int
+    time_s: float
+    episode_returns: list[float] = field(default_factory=list)
+    status: str = "finished"  # "finished", "interrupted" or "failed"
+
+    @property
+    def final_return(self) -> float:
+        """Mean return of the last 10 finished episodes (NaN if none)."""
+        last = self.episode_returns[-10:]
+        return float(np.mean(last)) if last else float("nan")
+
+
+def run_loop(source, policy: torch.nn.Module, algorithm, *, num_iterations: int, gamma: float,
+             gae_lambda: float, run_dir: Path, checkpoint_extra: Callable[[], dict],
+             show_progress: bool = True, desc: str = "") -> RunResult:
+    """The loop every algorithm and task shares: collect → GAE → update → log → checkpoint.
+
+    Args:
+        source: a rollout source with ``collect(policy) -> Batch`` (:class:`minippo.rollout.GymRollout`
+            or the text source of ``minippo.lm``).
+        policy: the policy being trained. algorithm: an object with ``update(batch, progress) -> dict``
+            and ``state_dict()`` (``ppo.PPO``, ``vpg.VPG``, ``trpo.TRPO``).
+        num_iterations: number of collect/update iterations. gamma, gae_lambda: GAE(γ, λ).
+        run_dir: receives ``progress.csv`` and ``checkpoint.pt`` (``config.json`` is the caller's).
+        checkpoint_extra: returns what else the checkpoint holds (config, env signature, obs statistics).
+
+    Ctrl-C stops after saving nothing new: the checkpoint of the last completed iteration stays. A
+    non-finite loss raises :class:`minippo.errors.NonFiniteLossError` the same way, after the CSV row of
+    every completed iteration is on disk.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    logger = CSVLogger(run_dir / "progress.csv")
+    all_returns: list[float] = []
+    recent = deque(maxlen=10)
+    global_step, start = 0, time.perf_counter()
+    result = RunResult(run_dir, 0, 0, 0.0, all_returns)
+    # Steps are env steps (tokens for text); tqdm shows steps/s itself.
+    bar = tqdm(desc=desc, unit="step", unit_scale=True, disable=not show_progress, dynamic_ncols=True)
+    try:
+        for iteration in range(1, num_iterations + 1):
+            batch = source.collect(policy)
+            batch.advantages, batch.returns = compute_gae(batch.rewards, batch.values, batch.next_values,
+                                                          batch.dones, gamma, gae_lambda)
+            stats = algorithm.update(batch, progress=(iteration - 1) / num_iterations)
+
+            global_step += batch.num_steps
+            all_returns += batch.episode_returns
+            recent.extend(batch.episode_returns)
+            elapsed = time.perf_counter() - start
+            row = {"iteration": iteration, "global_step": global_step, "time_s": round(elapsed, 3),
+                   "episodic_return_mean": _mean(batch.episode_returns),
+                   "episodic_length_mean": _mean(batch.episode_lengths),
+                   "episodes": len(batch.episode_returns),
+                   "rolling_return_mean": _mean(recent),
+                   "steps_per_s": round(global_step / elapsed, 1), **batch.info, **stats}
+            logger.log(row)
+            save_checkpoint(run_dir / "checkpoint.pt", {
+                "iteration": iteration, "global_step": global_step,
+                "policy": policy.state_dict(), "algorithm": algorithm.state_dict(), **checkpoint_extra()})
+            result.iterations, result.global_step, result.time_s = iteration, global_step, elapsed
+            if bar.total is None:
+                bar.total = num_iterations * batch.num_steps
+            bar.set_postfix(iter=iteration, ret=f"{_mean(recent):.1f}", refresh=False)
+            bar.update(batch.num_steps)
+    except KeyboardInterrupt:
+        result.status = "interrupted"
+    finally:
+        bar.close()
+        logger.close()
+    return result
+
+
+def _mean(xs) -> float:
+    xs = list(xs)
+    return float(np.mean(xs)) if xs else float("nan")
+
+
+def train(env_id: str = "CartPole-v1", algo: str = "ppo", *, total_steps: int | None = None,
+          seed: int = 0, num_envs: int | None = None, device: str = "auto", out: str | Path | None = None,
+          show_progress: bool = True, **hyperparameters) -> RunResult:
+    """Train ``algo`` on the Gymnasium task ``env_id`` and write a run folder.
+
+    Any field of :class:`TrainConfig` or of the algorithm's config (e.g. ``ppo.PPOConfig``) can be passed
+    as a keyword; the rest come from the algorithm's per-env ``DEFAULTS``. Example::
+
+        result = minippo.train("CartPole-v1", "ppo", total_steps=50_000, seed=1, out="runs/cartpole")
+        print(result.final_return)
+
+    The run folder ``out`` (default ``runs/<env>-<algo>-s<seed>-<time>``) receives ``config.json``,
+    ``progress.csv`` and ``checkpoint.pt``.
+
+    Raises:
+        MinippoError: unknown env id or algorithm, unsupported spaces, out-of-range hyperparameters,
+            CUDA asked for without a GPU, or (:class:`minippo.errors.NonFiniteLossError`) a NaN loss.
+    """
+    check_env_id(env_id)
+    train_config, algo_config = make_configs(algo, env_id, total_steps=total_steps, seed=seed,
+                                             num_envs=num_envs, device=device, **hyperparameters)
+    c = train_config
+    dev = resolve_device(c.device)
+    run_dir = Path(out) if out is not None else Path("runs") / f"{env_id}-{algo}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(c.seed)
+    envs = make_vec_env(env_id, c.num_envs, normalize_obs=c.normalize_obs,
+                        normalize_reward=c.normalize_reward, gamma=c.gamma)
+    policy = MLPActorCritic(envs.single_observation_space.shape[0], envs.single_action_space,
+                            c.hidden_sizes, c.log_std_init).to(dev)
+    algorithm_cls = ALGORITHMS[algo][0]
+    algorithm = algorithm_cls(policy, algo_config, seed=c.seed)
+    source = GymRollout(envs, c.num_steps, seed=c.seed, device=dev)
+    num_iterations = max(1, math.ceil(c.total_steps / (c.num_steps * c.num_envs)))
+
+    config_dict = {"train": dataclasses.asdict(c), "algorithm": dataclasses.asdict(algo_config)}
+    write_json(run_dir / "config.json", {**config_dict, "num_iterations": num_iterations,
+                                         "torch": torch.__version__, "device_used": str(dev)})
+    signature = space_signature(envs)
+
+    def checkpoint_extra() -> dict:
+        return {"config": config_dict, "env_id": env_id, "spaces": signature,
+                "obs_normalization": get_obs_normalization(envs)}
+
+    try:
+        result = run_loop(source, policy, algorithm, num_iterations=num_iterations, gamma=c.gamma,
+                          gae_lambda=c.gae_lambda, run_dir=run_dir, checkpoint_extra=checkpoint_extra,
+                          show_progress=show_progress, desc=f"{algo} {env_id}")
+    finally:
+        envs.close()
+    return result
+
+
+def load_policy(checkpoint: str | Path, env_id: str | None = None, device: str = "cpu"):
+    """Rebuild the policy and an env from a checkpoint written by :func:`train`.
+
+    Returns ``(policy, train_config_dict, obs_normalization)``.
+
+    Raises:
+        MinippoError: missing/corrupt checkpoint, or one whose spaces do not match ``env_id``.
+    """
+    state = load_checkpoint(checkpoint, map_location=device)
+    try:
+        config = state["config"]["train"]
+        saved_env = state["env_id"]
+    except (KeyError, TypeError):
+        raise MinippoError(f"{checkpoint} lacks the config of a Gymnasium run; is it an RLHF checkpoint?"
+                           ) from None
+    env_id = env_id or saved_env
+    envs = make_vec_env(env_id, 1)
+    signature = space_signature(envs)
+    if signature != state["spaces"]:
+        envs.close()
+        raise MinippoError(f"The checkpoint was trained on {saved_env} (spaces {state['spaces']}) and does "
+                           f"not match {env_id} (spaces {signature}). Evaluate it on {saved_env}.")
+    policy = MLPActorCritic(envs.single_observation_space.shape[0], envs.single_action_space,
+                            tuple(config["hidden_sizes"]), config["log_std_init"])
+    envs.close()
+    try:
+        policy.load_state_dict(state["policy"])
+    except (RuntimeError, KeyError) as e:
+        raise MinippoError(f"The weights in {checkpoint} do not fit the policy network: "
+                           f"{str(e).splitlines()[0]}") from None
+    return policy.to(device), config, state.get("obs_normalization")
+
+
+@torch.no_grad()
+def evaluate(checkpoint: str | Path, episodes: int = 10, deterministic: bool = True, seed: int = 12345,
+             env_id: str | None = None) -> list[float]:
+    """Run the saved policy for ``episodes`` full episodes and return their (raw, unscaled) returns.
+
+    Actions are the mode (argmax / Gaussian mean) if ``deterministic``, else sampled. Observation
+    normalisation statistics are restored from the checkpoint and frozen.
+    """
+    check_range("episodes", episodes, 1)
+    policy, config, obs_stats = load_policy(checkpoint, env_id)
+    env_id = env_id or config["env_id"]
+    envs = make_vec_env(env_id, 1, normalize_obs=config["normalize_obs"])
+    set_obs_normalization(envs, obs_stats, freeze=True)
+    returns: list[float] = []
+    obs, _ = envs.reset(seed=seed)
+    while len(returns) < episodes:
+        action, _, _ = policy.act(torch.as_tensor(obs, dtype=torch.float32), deterministic=deterministic)
+        obs, _, _, _, info = envs.step(action.numpy())
+        if "episode" in info:
+            returns += info["episode"]["r"][info["_episode"]].astype(float).tolist()
+    envs.close()
+    return returns[:episodes]
