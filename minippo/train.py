@@ -24,8 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import ppo
-from .envs import (check_env_id, get_obs_normalization, make_vec_env, set_obs_normalization,
-                   space_signature)
+from .envs import check_env_id, get_obs_normalization, make_vec_env, set_obs_normalization, space_signature
 from .errors import MinippoError, check_range
 from .logger import CSVLogger, load_checkpoint, save_checkpoint, write_json
 from .policies import MLPActorCritic
