@@ -2,8 +2,8 @@
 
 A *policy* is anything with the three methods the rollout and the algorithms use:
 
-    act(obs)        -> actions, log_probs, values       (collection; no gradient)
-    value(obs)      -> values                           (bootstrap value after the last step)
+    act(obs)        -> actions, log_probs               (collection; no gradient)
+    value(obs)      -> values                           (V(s) for GAE, one pass over the rollout)
     evaluate(mb)    -> dist, values                     (the update; ``dist`` is a torch Distribution
                                                           whose batch shape is the minibatch shape S)
 
@@ -79,16 +79,16 @@ class MLPActorCritic(nn.Module):
         return self.critic(obs).squeeze(-1)
 
     @torch.no_grad()
-    def act(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    def act(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor]:
         """Sample (or, if ``deterministic``, take the mode/mean of) an action for each observation.
 
-        Returns ``(actions, log_probs, values)``."""
+        Returns ``(actions, log_probs)``."""
         dist = self.distribution(obs)
         if deterministic:
             action = dist.probs.argmax(-1) if self.discrete else dist.mean
         else:
             action = dist.sample()
-        return action, dist.log_prob(action), self.value(obs)
+        return action, dist.log_prob(action)
 
     def evaluate(self, mb) -> tuple[Distribution, Tensor]:
         """``(π(·|s), V(s))`` for the observations of a :class:`minippo.rollout.Minibatch`, with gradient."""

@@ -92,19 +92,24 @@ class Batch:
     episode_returns: list[float] = field(default_factory=list)
     episode_lengths: list[int] = field(default_factory=list)
     info: dict[str, float] = field(default_factory=dict)
+    _flat: tuple | None = field(default=None, repr=False)
 
     @property
     def num_steps(self) -> int:
         return self.rewards.numel()
 
     def all(self) -> Minibatch:
-        """Every valid transition, flattened to ``[B]`` in time-major order."""
+        """Every valid transition, flattened to ``[B]`` in time-major order (computed once, then cached:
+        the algorithms call it every epoch)."""
         if self.advantages is None or self.returns is None:
             raise RuntimeError("Batch.advantages/returns are not set: call compute_gae first.")
-        mask = self.valid.reshape(-1)
-        flat = lambda x: x.reshape(-1, *x.shape[2:])[mask]  # noqa: E731
-        return Minibatch(flat(self.obs), flat(self.actions), flat(self.log_probs), flat(self.values),
-                         flat(self.advantages), flat(self.returns))
+        key = (id(self.advantages), id(self.returns))
+        if self._flat is None or self._flat[0] != key:
+            mask = self.valid.reshape(-1)
+            flat = lambda x: x.reshape(-1, *x.shape[2:])[mask]
+            self._flat = key, Minibatch(flat(self.obs), flat(self.actions), flat(self.log_probs),
+                                        flat(self.values), flat(self.advantages), flat(self.returns))
+        return self._flat[1]
 
     def minibatches(self, minibatch_size: int, generator: torch.Generator | None = None
                     ) -> Iterator[Minibatch]:
@@ -173,44 +178,46 @@ class GymRollout:
         obs, _ = envs.reset(seed=seed)
         envs.action_space.seed(seed)
         self.obs = self._to_tensor(obs)
-        self.autoreset = torch.zeros(envs.num_envs, dtype=torch.bool, device=self.device)
+        self.autoreset = np.zeros(envs.num_envs, dtype=bool)  # True: the next step is an autoreset step
 
     def _to_tensor(self, x: np.ndarray) -> Tensor:
         return torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)
 
     @torch.no_grad()
     def collect(self, policy) -> Batch:
-        """Run ``policy.act`` for ``T`` steps in every env and return the :class:`Batch`."""
+        """Run ``policy.act`` for ``T`` steps in every env and return the :class:`Batch` (values come
+        from one ``policy.value`` pass over the collected observations at the end)."""
         T, N = self.num_steps, self.envs.num_envs
-        obs_buf = torch.zeros((T, N, *self.obs.shape[1:]), device=self.device)
-        rewards, dones, terminated_buf, valid = (torch.zeros((T, N), device=self.device) for _ in range(4))
-        values = torch.zeros((T + 1, N), device=self.device)
+        obs_buf = torch.zeros((T + 1, N, *self.obs.shape[1:]), device=self.device)
         log_probs = torch.zeros((T, N), device=self.device)
+        # Env outputs stay in NumPy until the rollout ends: one conversion instead of T.
+        rewards, terminated_buf, dones = (np.zeros((T, N), dtype=np.float32) for _ in range(3))
+        valid = np.zeros((T, N), dtype=bool)
         actions_list, episode_returns, episode_lengths = [], [], []
 
         for t in range(T):
             obs_buf[t] = self.obs
             valid[t] = ~self.autoreset
-            action, log_prob, value = policy.act(self.obs)
+            action, log_probs[t] = policy.act(self.obs)
             actions_list.append(action)
-            log_probs[t], values[t] = log_prob, value
-            next_obs, reward, terminated, truncated, info = self.envs.step(action.cpu().numpy())
+            next_obs, rewards[t], terminated, truncated, info = self.envs.step(action.cpu().numpy())
             self.obs = self._to_tensor(next_obs)
-            done = np.logical_or(terminated, truncated)
-            rewards[t] = self._to_tensor(reward)
-            dones[t] = self._to_tensor(done)
-            terminated_buf[t] = self._to_tensor(terminated)
-            self.autoreset = torch.as_tensor(done, device=self.device)
+            terminated_buf[t] = terminated
+            dones[t] = self.autoreset = terminated | truncated
             if "episode" in info:  # from gymnasium's RecordEpisodeStatistics wrapper
                 finished = info["_episode"]
                 episode_returns += info["episode"]["r"][finished].astype(float).tolist()
                 episode_lengths += info["episode"]["l"][finished].astype(int).tolist()
 
-        values[T] = policy.value(self.obs)
-        # V(s_{t+1}) is the value of the observation returned by step t, the final one if the episode
-        # ended there. A terminated episode has no future, so nothing is bootstrapped.
-        next_values = values[1:] * (1.0 - terminated_buf)
-        return Batch(obs=obs_buf, actions=torch.stack(actions_list), log_probs=log_probs,
-                     values=values[:T], rewards=rewards, dones=dones, next_values=next_values,
-                     valid=valid.bool(), episode_returns=episode_returns,
+        obs_buf[T] = self.obs
+        # The values are only needed for GAE, so one forward pass over all T+1 observations replaces T
+        # small ones. V(s_{t+1}) is the value of the observation returned by step t, which is the final
+        # observation if the episode ended there: exactly the bootstrap value a truncated episode needs.
+        # A terminated episode has no future, so nothing is bootstrapped.
+        values = policy.value(obs_buf)
+        next_values = values[1:] * (1.0 - self._to_tensor(terminated_buf))
+        return Batch(obs=obs_buf[:T], actions=torch.stack(actions_list), log_probs=log_probs,
+                     values=values[:T], rewards=self._to_tensor(rewards), dones=self._to_tensor(dones),
+                     next_values=next_values, valid=torch.as_tensor(valid, device=self.device),
+                     episode_returns=episode_returns,
                      episode_lengths=episode_lengths)

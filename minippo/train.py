@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import ppo
+from . import ppo, trpo, vpg
 from .envs import check_env_id, get_obs_normalization, make_vec_env, set_obs_normalization, space_signature
 from .errors import MinippoError, check_range
 from .logger import CSVLogger, load_checkpoint, save_checkpoint, write_json
@@ -33,6 +33,8 @@ from .rollout import GymRollout, compute_gae
 # name -> (update class, its config dataclass, its per-env defaults)
 ALGORITHMS: dict[str, tuple[type, type, dict]] = {
     "ppo": (ppo.PPO, ppo.PPOConfig, ppo.DEFAULTS),
+    "vpg": (vpg.VPG, vpg.VPGConfig, vpg.DEFAULTS),
+    "trpo": (trpo.TRPO, trpo.TRPOConfig, trpo.DEFAULTS),
 }
 
 
@@ -305,7 +307,7 @@ def evaluate(checkpoint: str | Path, episodes: int = 10, deterministic: bool = T
     returns: list[float] = []
     obs, _ = envs.reset(seed=seed)
     while len(returns) < episodes:
-        action, _, _ = policy.act(torch.as_tensor(obs, dtype=torch.float32), deterministic=deterministic)
+        action, _ = policy.act(torch.as_tensor(obs, dtype=torch.float32), deterministic=deterministic)
         obs, _, _, _, info = envs.step(action.numpy())
         if "episode" in info:
             returns += info["episode"]["r"][info["_episode"]].astype(float).tolist()
