@@ -1,0 +1,208 @@
+"""Vanilla policy gradient: REINFORCE with a learned baseline (Williams 1992, "Simple Statistical
+Gradient-Following Algorithms for Connectionist Reinforcement Learning"), in the form of OpenAI Spinning
+Up's VPG, with GAE(γ, λ) advantages (Schulman et al. 2016).
+
+Per iteration, on a batch collected by the current policy π_θ with GAE advantages Â and λ-returns R::
+
+    g       = ∇θ mean( log π_θ(a|s) · Â )             the policy gradient (score-function estimator)
+    θ      ← one Adam step along g                    (on the loss −mean(log π_θ(a|s) · Â))
+    repeat value_iterations times:
+        φ  ← one Adam step on mean( (V_φ(s) − R)² )   fit the baseline by regression on the returns
+
+The baseline V only reduces the variance of g; it never biases it. The policy and the value function have
+separate optimisers (and learning rates), because they are fitted to different objectives.
+
+Symbols: ``B`` is the number of valid transitions in the batch (see :mod:`minippo.rollout`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import kl_divergence
+
+from .errors import check_range
+from .ppo import check_finite, explained_variance
+
+# Defaults per environment. Keys are fields of VPGConfig or of minippo.train.TrainConfig; "default" is
+# used for any env not listed. VPG takes one gradient step per batch, so it is sample-hungry: these
+# settings favour many small batches with a large policy step size.
+DEFAULTS: dict[str, dict] = {
+    "default": dict(total_steps=500_000, num_envs=8, num_steps=500, gamma=0.99, gae_lambda=0.97,
+                    policy_lr=3e-4, value_lr=1e-3, value_iterations=80),
+    "CartPole-v1": dict(total_steps=100_000, num_envs=8, num_steps=128, gamma=0.99, gae_lambda=0.97,
+                        policy_lr=1e-2, value_lr=1e-3, value_iterations=80),
+    "Acrobot-v1": dict(total_steps=200_000, num_envs=8, num_steps=256, gamma=0.99, gae_lambda=0.97,
+                       policy_lr=3e-3, value_lr=1e-3, value_iterations=80, normalize_obs=True),
+    "Pendulum-v1": dict(total_steps=200_000, num_envs=4, num_steps=1000, gamma=0.9, gae_lambda=0.95,
+                        policy_lr=3e-3, value_lr=1e-3, value_iterations=80, normalize_reward=True),
+}
+
+
+@dataclass
+class VPGConfig:
+    """VPG's hyperparameters, with typical ranges.
+
+    policy_lr             Adam step size of the single policy step per batch (3e-4 – 1e-2).
+    value_lr              Adam step size of the value-function regression (1e-4 – 1e-2).
+    value_iterations      Adam steps on the value loss per batch (10 – 100; Spinning Up uses 80).
+    value_minibatch_size  transitions per value step; None fits on the whole batch every step.
+    normalize_advantages  standardise Â over the whole batch (changes only the scale of g).
+    """
+
+    policy_lr: float = 3e-4
+    value_lr: float = 1e-3
+    value_iterations: int = 80
+    value_minibatch_size: int | None = None
+    normalize_advantages: bool = True
+
+    def __post_init__(self):
+        check_range("policy_lr", self.policy_lr, 0, 1, low_inclusive=False)
+        check_range("value_lr", self.value_lr, 0, 1, low_inclusive=False)
+        check_range("value_iterations", self.value_iterations, 1)
+        if self.value_minibatch_size is not None:
+            check_range("value_minibatch_size", self.value_minibatch_size, 1)
+
+
+def split_parameters(policy: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Split a policy's parameters into ``(policy_params, value_params)`` by name.
+
+    Value parameters are those whose name starts with ``critic`` (the MLP's value network) or
+    ``value_head`` (the value head of a language-model policy); every other parameter belongs to the
+    policy, e.g. ``actor.*`` and ``log_std`` of :class:`minippo.policies.MLPActorCritic`. Parameters
+    with ``requires_grad=False`` are left out of both lists.
+
+    Splitting by name, not by module, keeps VPG and TRPO free of any knowledge of the network.
+    """
+    policy_params, value_params = [], []
+    for name, param in policy.named_parameters():
+        if param.requires_grad:
+            is_value = name.startswith("critic") or name.startswith("value_head")
+            (value_params if is_value else policy_params).append(param)
+    return policy_params, value_params
+
+
+def normalize(advantages: Tensor) -> Tensor:
+    """Standardise ``advantages`` ``[B]`` to mean 0 and std 1 (unchanged if ``B == 1``)."""
+    if advantages.numel() < 2:
+        return advantages
+    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+
+def policy_gradient_loss(log_probs: Tensor, advantages: Tensor) -> Tensor:
+    """``−mean(log π_θ(a|s) · Â)``: its negative gradient is the policy-gradient estimate
+    ``ĝ = mean(∇θ log π_θ(a|s) · Â)`` (Williams 1992; Schulman et al. 2016 eq. 1 with Ψ_t = Â_t).
+
+    Args:
+        log_probs: log π_θ(a|s), ``[B]``, with gradient. advantages: Â, ``[B]``, no gradient.
+
+    Returns a scalar. Its value is not an objective worth watching; only its gradient means something.
+    """
+    return -(log_probs * advantages).mean()
+
+
+def _value_minibatches(batch, minibatch_size: int | None, generator: torch.Generator | None
+                       ) -> Iterator:
+    """Endless stream of minibatches for value fitting: the whole batch again and again, or shuffled
+    epochs of ``minibatch_size`` transitions."""
+    while True:
+        if minibatch_size is None:
+            yield batch.all()
+        else:
+            yield from batch.minibatches(minibatch_size, generator)
+
+
+def fit_value_function(policy: nn.Module, optimizer: torch.optim.Optimizer, batch, iterations: int,
+                       minibatch_size: int | None = None, generator: torch.Generator | None = None
+                       ) -> float:
+    """Regress V on the λ-returns: ``iterations`` Adam steps on ``mean((V(s) − R)²)``.
+
+    Used by VPG and TRPO, which (unlike PPO) fit the value function separately from the policy.
+
+    Args:
+        policy: has ``evaluate(minibatch) -> (dist, values)``; only ``values`` is used.
+        optimizer: steps the value parameters only (see :func:`split_parameters`), so the policy
+            is left as it is even where a network shares layers between the two.
+        batch: a :class:`minippo.rollout.Batch` with ``returns`` set (R, in reward units).
+        iterations: number of Adam steps. minibatch_size: transitions per step, or None for the whole
+            batch. generator: seeds the minibatch shuffling.
+
+    Returns the mean squared error averaged over the steps, in squared reward units.
+
+    Raises:
+        NonFiniteLossError: the value loss is NaN/inf; no step is taken with it.
+    """
+    total = 0.0
+    stream = _value_minibatches(batch, minibatch_size, generator)
+    for _ in range(iterations):
+        mb = next(stream)
+        _, values = policy.evaluate(mb)
+        value_loss = ((values - mb.returns) ** 2).mean()
+        check_finite(value_loss, "value loss")
+        optimizer.zero_grad(set_to_none=True)
+        value_loss.backward()
+        optimizer.step()
+        total += value_loss.item()
+    return total / iterations
+
+
+class VPG:
+    """The VPG update. Holds the two Adam optimisers (policy and value), the state between iterations.
+
+    Args:
+        policy: any policy with ``evaluate(minibatch) -> (dist, values)`` (see ``minippo.policies``);
+            its parameters are split with :func:`split_parameters`.
+        config: :class:`VPGConfig`.
+        seed: seeds the value minibatch shuffling.
+    """
+
+    def __init__(self, policy: nn.Module, config: VPGConfig, seed: int = 0):
+        self.policy, self.config = policy, config
+        policy_params, value_params = split_parameters(policy)
+        self.policy_optimizer = torch.optim.Adam(policy_params, lr=config.policy_lr)
+        self.value_optimizer = torch.optim.Adam(value_params, lr=config.value_lr)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def update(self, batch, progress: float) -> dict[str, float]:
+        """One VPG iteration on ``batch`` (a :class:`minippo.rollout.Batch` with advantages and returns).
+
+        ``progress`` (the fraction of training done) is accepted for the shared loop and unused.
+        Returns policy_loss, value_loss, entropy, approx_kl (the exact mean KL(π_old ‖ π_new) over the
+        batch after the policy step), explained_variance (of V_old for R), policy_lr, value_lr.
+
+        Raises:
+            NonFiniteLossError: a loss is NaN/inf; the update is abandoned before its step.
+        """
+        c = self.config
+        data = batch.all()
+        advantages = normalize(data.advantages) if c.normalize_advantages else data.advantages
+
+        # The one policy-gradient step.
+        dist, _ = self.policy.evaluate(data)
+        policy_loss = policy_gradient_loss(dist.log_prob(data.actions), advantages)
+        check_finite(policy_loss, "VPG policy loss")
+        self.policy_optimizer.zero_grad(set_to_none=True)
+        policy_loss.backward()
+        self.policy_optimizer.step()
+
+        with torch.no_grad():
+            entropy = dist.entropy().mean()
+            new_dist, _ = self.policy.evaluate(data)
+            kl = kl_divergence(dist, new_dist).mean()  # dist was computed before the step: it is π_old
+
+        value_loss = fit_value_function(self.policy, self.value_optimizer, batch, c.value_iterations,
+                                        c.value_minibatch_size, self.generator)
+        return {"policy_loss": policy_loss.item(), "value_loss": value_loss, "entropy": entropy.item(),
+                "approx_kl": kl.item(), "explained_variance": explained_variance(data.values, data.returns),
+                "policy_lr": c.policy_lr, "value_lr": c.value_lr}
+
+    def state_dict(self) -> dict:
+        return {"policy_optimizer": self.policy_optimizer.state_dict(),
+                "value_optimizer": self.value_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy_optimizer.load_state_dict(state["policy_optimizer"])
+        self.value_optimizer.load_state_dict(state["value_optimizer"])
