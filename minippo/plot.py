@@ -1,0 +1,280 @@
+"""Learning curves from run folders: read them back, put every run on one step grid, and draw the mean
+over seeds with a shaded band — for ``minippo plot``, ``minippo compare`` and the tutorials::
+
+    runs = load_runs(["runs/compare-CartPole-v1"])   # every folder below with config.json + progress.csv
+    fig = plot_runs(runs)                             # one line per algorithm, one panel per env
+    fig.savefig("returns.png")
+
+Steps are always *env steps*, summed over the N parallel envs (the ``global_step`` column).
+
+How the curves are aggregated
+-----------------------------
+A run's curve is ``(global_step, rolling_return_mean)``: after each iteration, the mean return of the
+last 10 finished episodes. Iterations before the first finished episode have an empty cell and are
+skipped. Runs log at different steps (each algorithm has its own batch size), so before averaging,
+:func:`aggregate` interpolates every run linearly (``np.interp``) onto one grid of evenly spaced steps
+over the range *all* runs cover: from the largest first step to the smallest last step. A run that
+stopped early therefore shortens the curve of its whole group rather than biasing its end.
+
+At each grid step, with ``y_1 … y_n`` the n runs' interpolated returns, the line is their mean and the
+band either
+
+- ``"ci95"`` (default): a 95% bootstrap confidence interval of the mean: resample the n runs with
+  replacement 1000 times (fixed RNG seed, so the figure is reproducible), take the 2.5th and 97.5th
+  percentiles of the resampled means. With 2 runs this is exactly [min, max]; with few seeds the
+  interval is rough, so read it as "how much the seeds disagree", not as a precise statistic.
+- ``"std"``: mean ± the sample standard deviation (ddof=1) of the n runs.
+
+Figures are ``matplotlib.figure.Figure`` objects made without pyplot, so saving them uses matplotlib's
+Agg (PNG) and SVG backends and never opens a window; in Jupyter the returned figure displays inline.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
+
+from .errors import MinippoError
+
+BANDS = {"ci95": "95% bootstrap CI of the mean", "std": "± 1 std over seeds"}
+
+
+@dataclass
+class Run:
+    """One run folder, read back.
+
+    ===============  =========  ==================================================================
+    field            shape      meaning
+    ===============  =========  ==================================================================
+    path             —          the run folder
+    env_id, algo     —          from config.json (``train.env_id``, ``train.algo``)
+    seed             —          from config.json (``train.seed``)
+    total_steps      —          the env-step budget asked for (``train.total_steps``)
+    steps            [K] int    env steps of the K iterations whose ``rolling_return_mean`` is known
+    returns          [K] float  ``rolling_return_mean`` there (mean return of the last 10 episodes)
+    final_return     —          ``rolling_return_mean`` of the last row (NaN if no episode finished)
+    global_step      —          env steps done, from the last row
+    time_s           —          wall-clock seconds at the last row
+    steps_per_s      —          env steps per second at the last row
+    ===============  =========  ==================================================================
+    """
+
+    path: Path
+    env_id: str
+    algo: str
+    seed: int
+    total_steps: int
+    steps: np.ndarray = field(repr=False)
+    returns: np.ndarray = field(repr=False)
+    final_return: float = math.nan
+    global_step: int = 0
+    time_s: float = math.nan
+    steps_per_s: float = math.nan
+
+
+def _number(cell: str | None) -> float:
+    """A progress.csv cell as a float; the empty cell (logged NaN) is NaN."""
+    return float(cell) if cell not in (None, "") else math.nan
+
+
+def load_run(path: str | Path) -> Run:
+    """Read one run folder (``config.json`` + ``progress.csv``, as written by :func:`minippo.train`).
+
+    Raises:
+        MinippoError: a file is missing or unreadable, config.json has no ``train`` section (not a
+            Gymnasium run), or progress.csv has no rows or lacks the needed columns.
+    """
+    path = Path(path)
+    try:
+        config = json.loads((path / "config.json").read_text())
+        train = config["train"]
+        env_id, algo, seed, total_steps = train["env_id"], train["algo"], train["seed"], train["total_steps"]
+    except FileNotFoundError:
+        raise MinippoError(f"{path} has no config.json; is it a run folder?") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise MinippoError(f"{path / 'config.json'} is not the config of a Gymnasium run "
+                           f"({type(e).__name__}: {e}).") from None
+    try:
+        with open(path / "progress.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise MinippoError(f"{path} has no progress.csv; did the run start?") from None
+    needed = ("global_step", "rolling_return_mean", "time_s", "steps_per_s")
+    if not rows or any(column not in rows[0] for column in needed):
+        raise MinippoError(f"{path / 'progress.csv'} has no rows or lacks the columns {list(needed)}.")
+    # A row cut short by a crash has None cells; keep only complete rows.
+    rows = [r for r in rows if all(r.get(column) is not None for column in needed)]
+    step_column = np.array([_number(r["global_step"]) for r in rows])
+    return_column = np.array([_number(r["rolling_return_mean"]) for r in rows])
+    known = ~np.isnan(return_column)
+    last = rows[-1]
+    return Run(path=path, env_id=env_id, algo=algo, seed=int(seed), total_steps=int(total_steps),
+               steps=step_column[known].astype(np.int64), returns=return_column[known],
+               final_return=_number(last["rolling_return_mean"]),
+               global_step=int(_number(last["global_step"])), time_s=_number(last["time_s"]),
+               steps_per_s=_number(last["steps_per_s"]))
+
+
+def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run folders among ``paths``: each path that holds ``config.json`` and ``progress.csv`` is one;
+    any other folder is searched recursively for such folders. Sorted, without duplicates.
+
+    Raises:
+        MinippoError: a path does not exist, or no run folder was found at all.
+    """
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise MinippoError(f"{p} does not exist.")
+        if (p / "config.json").is_file() and (p / "progress.csv").is_file():
+            found.append(p)
+        else:
+            found += [csv_path.parent for csv_path in p.rglob("progress.csv")
+                      if (csv_path.parent / "config.json").is_file()]
+    if not found:
+        raise MinippoError(f"No run folders (config.json + progress.csv) in {', '.join(map(str, paths))}.")
+    return sorted(set(found))
+
+
+def load_runs(paths: Iterable[str | Path]) -> list[Run]:
+    """:func:`load_run` on every run folder :func:`find_run_dirs` finds in ``paths``.
+
+    Raises:
+        MinippoError: as :func:`find_run_dirs` and :func:`load_run`.
+    """
+    return [load_run(p) for p in find_run_dirs(list(paths))]
+
+
+def aggregate(runs: list[Run], grid: int | np.ndarray = 200, band: str = "ci95", num_bootstrap: int = 1000,
+              seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean learning curve of ``runs`` and its band, on a common grid of env steps (see the module doc).
+
+    Args:
+        runs: n ≥ 1 runs, each with at least one known return.
+        grid: G, the number of evenly spaced steps from the largest first step to the smallest last step
+            of the runs; or the steps themselves, ``[G]``, which must lie in that range.
+        band: ``"ci95"`` (bootstrap CI of the mean, ``num_bootstrap`` resamples, RNG ``seed``) or ``"std"``.
+
+    Returns:
+        ``(steps, mean, low, high)``, each ``[G]`` float: env steps, the mean return over runs, and the
+        lower and upper edge of the band.
+
+    Raises:
+        MinippoError: no runs, a run with no finished episode, runs whose step ranges do not overlap, a
+            grid outside the overlap, or an unknown ``band``.
+    """
+    if band not in BANDS:
+        raise MinippoError(f"Unknown band {band!r}; choose one of {sorted(BANDS)}.")
+    if not runs:
+        raise MinippoError("No runs to aggregate.")
+    for run in runs:
+        if len(run.steps) == 0:
+            raise MinippoError(f"{run.path}: no episode finished, so there is no return curve.")
+    start = max(run.steps[0] for run in runs)
+    stop = min(run.steps[-1] for run in runs)
+    if start > stop:
+        raise MinippoError(f"The runs share no range of steps (the latest first step, {start}, comes after "
+                           f"the earliest last step, {stop}); plot them separately.")
+    steps = np.linspace(start, stop, grid) if np.isscalar(grid) else np.asarray(grid, dtype=float)
+    if steps.min() < start or steps.max() > stop:
+        raise MinippoError(f"The grid must lie within the steps all runs cover, [{start}, {stop}].")
+    values = np.stack([np.interp(steps, run.steps, run.returns) for run in runs])  # [n, G]
+    mean = values.mean(axis=0)
+    if band == "std":
+        std = values.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros_like(mean)
+        return steps, mean, mean - std, mean + std
+    rng = np.random.default_rng(seed)
+    resampled = rng.integers(0, len(runs), size=(num_bootstrap, len(runs)))  # run indices, with replacement
+    boot_means = values[resampled].mean(axis=1)  # [num_bootstrap, G]
+    low, high = np.percentile(boot_means, [2.5, 97.5], axis=0)
+    return steps, mean, low, high
+
+
+def reward_threshold(env_id: str) -> float | None:
+    """Gymnasium's ``reward_threshold`` for ``env_id`` (the return at which the task counts as solved),
+    or None where the env has none or is not registered."""
+    try:
+        return gym.spec(env_id).reward_threshold
+    except gym.error.Error:
+        return None
+
+
+def plot_runs(runs: list[Run], ax=None, band: str = "ci95", grid: int = 200, title: str | None = None
+              ) -> Figure:
+    """Draw episodic return against env steps: one line per algorithm (the mean over its runs, i.e.
+    seeds, with a shaded band, see :func:`aggregate`), one panel per env, and the env's reward threshold
+    as a dashed line where Gymnasium defines one.
+
+    Args:
+        runs: from :func:`load_runs`; grouped by ``(env_id, algo)``.
+        ax: a matplotlib Axes to draw into (then all runs must be on one env); None makes a new figure.
+        band: ``"ci95"`` or ``"std"``. grid: grid points per curve. title: the panel title
+            (default: "<env id>: episodic return during training"); with several envs, the figure title.
+
+    Returns:
+        The figure (``ax.figure`` when ``ax`` is given). Save it with ``fig.savefig("returns.png")``.
+
+    Raises:
+        MinippoError: no runs, runs of several envs with one ``ax``, or as :func:`aggregate`.
+    """
+    if not runs:
+        raise MinippoError("No runs to plot.")
+    env_ids = sorted({run.env_id for run in runs})
+    algos = sorted({run.algo for run in runs})
+    if ax is not None and len(env_ids) > 1:
+        raise MinippoError(f"The runs are on {len(env_ids)} envs ({', '.join(env_ids)}); pass ax=None to get "
+                           "one panel per env.")
+    if ax is None:
+        fig = Figure(figsize=(7 * len(env_ids), 4.5), layout="constrained")
+        axes = fig.subplots(1, len(env_ids), squeeze=False)[0]
+        if title and len(env_ids) > 1:
+            fig.suptitle(title)
+    else:
+        fig, axes = ax.figure, [ax]
+    for ax_, env_id in zip(axes, env_ids, strict=True):
+        for algo in algos:
+            group = [run for run in runs if run.env_id == env_id and run.algo == algo]
+            if not group:
+                continue
+            steps, mean, low, high = aggregate(group, grid, band)
+            color = f"C{algos.index(algo)}"  # the same colour for an algorithm in every panel
+            seeds = f"{len(group)} seed{'s' if len(group) > 1 else ''}"
+            ax_.plot(steps, mean, color=color, label=f"{algo} ({seeds})")
+            ax_.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
+        threshold = reward_threshold(env_id)
+        if threshold is not None:
+            ax_.axhline(threshold, color="0.3", linestyle="--", linewidth=1,
+                        label=f"reward threshold ({threshold:g})")
+        ax_.set_title(title if title and len(env_ids) == 1 else f"{env_id}: episodic return during training")
+        ax_.set_xlabel("env steps")
+        ax_.set_ylabel("episodic return (mean of last 10 episodes)")
+        ax_.xaxis.set_major_formatter(EngFormatter(sep=""))  # 20k, 1.5M
+        ax_.grid(alpha=0.3)
+        ax_.legend(title=f"line: mean over seeds\nshaded: {BANDS[band]}", loc="best", fontsize="small",
+                   title_fontsize="small")
+    return fig
+
+
+def cmd_plot(args) -> int:
+    """``minippo plot RUN_DIR... --out FILE``: the figure of :func:`plot_runs`; the format follows the
+    suffix of FILE (png, svg, pdf, ...)."""
+    runs = load_runs(args.runs)
+    fig = plot_runs(runs, band=args.band)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(out, dpi=150)
+    except ValueError as e:  # an unknown format
+        raise MinippoError(f"Cannot save {out}: {e}") from None
+    groups = sorted({(run.env_id, run.algo) for run in runs})
+    print(f"{len(runs)} runs, {len(groups)} curves ({', '.join(f'{e} {a}' for e, a in groups)}) → {out}")
+    return 0

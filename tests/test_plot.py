@@ -1,0 +1,147 @@
+"""Tests of minippo/plot.py: reading run folders back, the interpolate-then-average aggregation (against
+numbers worked out by hand), and `minippo plot` on small synthetic run folders."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from minippo.cli import main
+from minippo.errors import MinippoError
+from minippo.plot import Run, aggregate, find_run_dirs, load_run, load_runs, plot_runs
+
+COLUMNS = ["iteration", "global_step", "time_s", "episodic_return_mean", "episodic_length_mean", "episodes",
+           "rolling_return_mean", "steps_per_s"]
+
+
+def write_run(path, steps, returns, env_id="CartPole-v1", algo="ppo", seed=0):
+    """A run folder as minippo.train writes it; ``None`` in ``returns`` is an iteration with no finished
+    episode yet (an empty cell)."""
+    path.mkdir(parents=True)
+    config = {"train": {"env_id": env_id, "algo": algo, "seed": seed, "total_steps": steps[-1]},
+              "algorithm": {}}
+    (path / "config.json").write_text(json.dumps(config))
+    lines = [",".join(COLUMNS)]
+    for i, (step, ret) in enumerate(zip(steps, returns, strict=True), start=1):
+        cell = "" if ret is None else str(ret)
+        episodes = 0 if ret is None else 1
+        lines.append(f"{i},{step},{0.01 * i:.2f},{cell},{cell},{episodes},{cell},{step / (0.01 * i)}")
+    (path / "progress.csv").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def make_run(steps, returns, algo="ppo", env_id="CartPole-v1"):
+    return Run(path=None, env_id=env_id, algo=algo, seed=0, total_steps=steps[-1] if steps else 0,
+               steps=np.array(steps), returns=np.array(returns, dtype=float))
+
+
+# Run A logs every 100 steps, run B at 150, 350, 450. They overlap on [150, 400] (the latest first step,
+# the earliest last step); a 6-point grid there is 150, 200, 250, 300, 350, 400.
+#   A interpolated: 15, 20, 25, 30, 35, 40      (A is 10 per 100 steps)
+#   B interpolated:  0, 10, 20, 30, 40, 40      (B rises 0 → 40 from 150 to 350, then stays at 40)
+RUN_A = ([100, 200, 300, 400], [10, 20, 30, 40])
+RUN_B = ([150, 350, 450], [0, 40, 40])
+GRID = [150, 200, 250, 300, 350, 400]
+MEAN = [7.5, 15, 22.5, 30, 37.5, 40]
+
+
+def test_aggregate_interpolates_onto_the_overlap_and_averages():
+    steps, mean, _, _ = aggregate([make_run(*RUN_A), make_run(*RUN_B)], grid=6)
+    np.testing.assert_allclose(steps, GRID)
+    np.testing.assert_allclose(mean, MEAN)
+
+
+def test_std_band_is_mean_plus_minus_sample_std():
+    # Two values a, b have sample std |a − b| / √2: at 150 that is 15/√2, at 300 it is 0, at 350 5/√2.
+    _, mean, low, high = aggregate([make_run(*RUN_A), make_run(*RUN_B)], grid=6, band="std")
+    half_width = np.array([15, 10, 5, 0, 5, 0]) / math.sqrt(2)
+    np.testing.assert_allclose(low, np.array(MEAN) - half_width)
+    np.testing.assert_allclose(high, np.array(MEAN) + half_width)
+
+
+def test_bootstrap_band_of_two_runs_is_their_min_and_max():
+    # Resampling 2 runs with replacement gives the mean of (A, A) a quarter of the time, so the 2.5th
+    # percentile of 1000 resampled means is A's value (where A < B) and the 97.5th is B's.
+    _, _, low, high = aggregate([make_run(*RUN_A), make_run(*RUN_B)], grid=6, band="ci95")
+    np.testing.assert_allclose(low, [0, 10, 20, 30, 35, 40])
+    np.testing.assert_allclose(high, [15, 20, 25, 30, 40, 40])
+
+
+def test_three_runs_and_an_explicit_grid():
+    # C is a flat 100 from step 50 to 500: it covers the whole overlap, which stays [150, 400].
+    runs = [make_run(*RUN_A), make_run(*RUN_B), make_run([50, 500], [100, 100])]
+    steps, mean, low, high = aggregate(runs, grid=np.array([250.0, 400.0]))
+    np.testing.assert_allclose(mean, [(25 + 20 + 100) / 3, (40 + 40 + 100) / 3])
+    assert np.all(low <= mean) and np.all(mean <= high)
+    assert np.all(low >= [20, 40]) and np.all(high <= [100, 100])  # within the runs' own range
+    again = aggregate(runs, grid=np.array([250.0, 400.0]))
+    np.testing.assert_array_equal(low, again[2])  # the bootstrap RNG is seeded: the same figure every time
+
+
+def test_aggregate_errors():
+    with pytest.raises(MinippoError, match="share no range"):
+        aggregate([make_run([100, 200], [1, 2]), make_run([300, 400], [1, 2])])
+    with pytest.raises(MinippoError, match="no episode finished"):
+        aggregate([make_run([], [])])
+    with pytest.raises(MinippoError, match="grid must lie"):
+        aggregate([make_run(*RUN_A)], grid=np.array([50.0]))
+    with pytest.raises(MinippoError, match="Unknown band"):
+        aggregate([make_run(*RUN_A)], band="iqr")
+
+
+def test_load_run_skips_empty_cells(tmp_path):
+    run = load_run(write_run(tmp_path / "r", [64, 128, 192, 256], [None, None, 20.0, 30.0], seed=3))
+    assert (run.env_id, run.algo, run.seed, run.total_steps) == ("CartPole-v1", "ppo", 3, 256)
+    np.testing.assert_array_equal(run.steps, [192, 256])
+    np.testing.assert_array_equal(run.returns, [20.0, 30.0])
+    assert run.final_return == 30.0 and run.global_step == 256 and run.time_s == pytest.approx(0.04)
+
+
+def test_find_run_dirs_searches_folders_recursively(tmp_path):
+    a = write_run(tmp_path / "cmp" / "ppo-s0", *RUN_A)
+    b = write_run(tmp_path / "cmp" / "deeper" / "ppo-s1", *RUN_B)
+    (tmp_path / "cmp" / "notes").mkdir()
+    assert find_run_dirs([tmp_path / "cmp"]) == [b, a]  # sorted by path: cmp/deeper/... < cmp/ppo-s0
+    assert find_run_dirs([a, tmp_path / "cmp"]) == [b, a]  # no duplicates
+    with pytest.raises(MinippoError, match="No run folders"):
+        find_run_dirs([tmp_path / "cmp" / "notes"])
+    with pytest.raises(MinippoError, match="does not exist"):
+        find_run_dirs([tmp_path / "nowhere"])
+
+
+def test_plot_runs_groups_by_env_and_algo(tmp_path):
+    write_run(tmp_path / "ppo-s0", *RUN_A)
+    write_run(tmp_path / "ppo-s1", *RUN_B, seed=1)
+    write_run(tmp_path / "vpg-s0", *RUN_A, algo="vpg")
+    write_run(tmp_path / "acrobot-ppo-s0", *RUN_A, env_id="Acrobot-v1")
+    fig = plot_runs(load_runs([tmp_path]))
+    cartpole, acrobot = fig.axes  # one panel per env, sorted: Acrobot-v1 first
+    assert "Acrobot-v1" in cartpole.get_title() and "CartPole-v1" in acrobot.get_title()
+    labels = [t.get_text() for t in acrobot.get_legend().get_texts()]
+    assert labels == ["ppo (2 seeds)", "vpg (1 seed)", "reward threshold (475)"]
+    assert "95% bootstrap CI" in acrobot.get_legend().get_title().get_text()
+
+
+def test_plot_command_writes_a_png(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for seed in range(3):  # noisy curves with many points, like real runs
+        steps = np.arange(1, 101) * (256 + 64 * seed)
+        write_run(tmp_path / "runs" / f"ppo-s{seed}", steps.tolist(),
+                  (np.linspace(20, 500, 100) + rng.normal(0, 30, 100)).round(1).tolist(), seed=seed)
+    out = tmp_path / "fig" / "returns.png"
+    assert main(["plot", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 20_000
+    assert "3 runs" in capsys.readouterr().out
+
+
+def test_plot_command_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["plot", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minippo: error: No run folders") and err.count("\n") == 1
+    write_run(tmp_path / "r", *RUN_A)
+    assert main(["plot", str(tmp_path / "r"), "--out", str(tmp_path / "x.nope")]) == 2
+    assert "Cannot save" in capsys.readouterr().err
