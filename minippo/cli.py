@@ -57,6 +57,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     e.add_argument("--env", help="evaluate on this env id instead of the one trained on")
     e.add_argument("--seed", type=int, default=12345)
+
+    c = sub.add_parser("compare", help="train algorithms × seeds in parallel, then plot and tabulate",
+                       description="Train every (algorithm, seed) pair on one env, one process per run, then "
+                       "write returns.png/.svg and summary.csv/.md to --out. Finished runs are kept: run the "
+                       "same command again to resume. Exit status 1 if any run failed.")
+    c.add_argument("--env", default="CartPole-v1", help="Gymnasium env id (default: CartPole-v1)")
+    c.add_argument("--algos", nargs="+", choices=list(ALGORITHMS), help="(default: all)")
+    c.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="(default: 0 1 2)")
+    c.add_argument("--total-steps", type=int, help="env-step budget per run (default: per algorithm and env)")
+    c.add_argument("--jobs", type=int, help="runs at a time (default: number of CPUs)")
+    c.add_argument("--out", help="comparison folder (default: runs/compare-<env>)")
+    c.add_argument("--redo", action="store_true", help="train finished runs again")
+
+    p = sub.add_parser("plot", help="plot learning curves of run folders",
+                       description="Episodic return vs env steps, mean over seeds with a shaded band, one "
+                       "line per (env, algorithm) found in the run folders.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders, or folders to search for them")
+    p.add_argument("--out", default="returns.png", help="image file; format from the suffix (default: "
+                   "returns.png)")
+    p.add_argument("--band", choices=["ci95", "std"], default="ci95",
+                   help="shaded band: 95%% bootstrap CI of the mean (default) or ± 1 std over seeds")
     return parser
 
 
@@ -91,7 +112,19 @@ def cmd_eval(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval}
+def cmd_compare(args) -> int:
+    from .compare import cmd_compare
+
+    return cmd_compare(args)
+
+
+def cmd_plot(args) -> int:
+    from .plot import cmd_plot
+
+    return cmd_plot(args)
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "compare": cmd_compare, "plot": cmd_plot}
 
 
 def main(argv: list[str] | None = None) -> int:

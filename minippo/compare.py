@@ -1,0 +1,303 @@
+"""``minippo compare``: train every (algorithm, seed) pair on one env, each run in its own process, then
+draw the learning curves and tabulate the results — the project's benchmark in one command::
+
+    minippo compare                  # every algorithm × seeds 0 1 2 on CartPole-v1, default budgets
+    minippo compare --algos ppo --seeds 0 1 --total-steps 20000 --out runs/quick
+
+What lands in ``out`` (default ``runs/compare-<env>``)::
+
+    <algo>-s<seed>/      one run folder per pair: config.json, progress.csv, checkpoint.pt, done.json
+    returns.png, .svg    episodic return vs env steps: mean over seeds and a band (see minippo.plot)
+    summary.csv, .md     per algorithm: final return, env steps to the reward threshold, wall time, steps/s
+
+*Finished* means the run folder holds ``done.json``, written by the worker once :func:`minippo.train`
+returns normally; it names the env, algorithm, seed and budget. Running the same comparison again
+reuses such folders (so an interrupted comparison picks up where it stopped) unless ``redo=True``; any
+other folder at that path is trained again from scratch. A run that raises is reported with its error
+while the others go on; the figure and the table then use the runs that finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import multiprocessing
+import os
+import traceback
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .envs import check_env_id
+from .errors import MinippoError, check_range
+from .logger import write_json
+from .plot import Run, load_run, plot_runs, reward_threshold
+
+DONE_FILE = "done.json"
+ERROR_FILE = "error.txt"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One (algorithm, seed) run of a comparison; ``total_steps`` is its env-step budget."""
+
+    env_id: str
+    algo: str
+    seed: int
+    total_steps: int
+    run_dir: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.algo}-s{self.seed}"
+
+    def identity(self) -> dict:
+        """What ``done.json`` must match for the folder to count as this run, finished."""
+        return {"env_id": self.env_id, "algo": self.algo, "seed": self.seed, "total_steps": self.total_steps}
+
+
+def is_finished(spec: RunSpec) -> bool:
+    """True if ``spec.run_dir`` holds a ``done.json`` for this very run (same env, algo, seed, budget)."""
+    try:
+        done = json.loads((spec.run_dir / DONE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return all(done.get(key) == value for key, value in spec.identity().items())
+
+
+def train_one(spec: RunSpec) -> RunSpec:
+    """Train one run in this (worker) process and mark it finished with ``done.json``.
+
+    Uses one torch thread and the CPU: K small-MLP runs side by side on K cores beat sharing one GPU.
+    If training raises, the traceback is saved to ``<run_dir>/error.txt`` before the exception goes on.
+
+    Raises:
+        Whatever :func:`minippo.train` raises, and MinippoError if the run was interrupted.
+    """
+    import torch  # noqa: PLC0415 (the worker's own settings)
+
+    from .train import train  # noqa: PLC0415
+
+    torch.set_num_threads(1)
+    (spec.run_dir / DONE_FILE).unlink(missing_ok=True)  # a redo that fails must not look finished
+    (spec.run_dir / ERROR_FILE).unlink(missing_ok=True)
+    try:
+        result = train(spec.env_id, spec.algo, total_steps=spec.total_steps, seed=spec.seed, device="cpu",
+                       out=spec.run_dir, show_progress=False)
+    except Exception:
+        # The parent process only sees the exception's message; keep the whole traceback for debugging.
+        if spec.run_dir.is_dir():
+            (spec.run_dir / ERROR_FILE).write_text(traceback.format_exc())
+        raise
+    if result.status != "finished":
+        raise MinippoError(f"run {result.status} after {result.global_step} env steps")
+    write_json(spec.run_dir / DONE_FILE, {**spec.identity(), "global_step": result.global_step,
+                                          "time_s": round(result.time_s, 3)})
+    return spec
+
+
+def plan_runs(env_id: str, algos: list[str], seeds: list[int], total_steps: int | None, out: Path
+              ) -> list[RunSpec]:
+    """Check the inputs and list the runs, seed-major (so the first results cover every algorithm).
+
+    ``total_steps=None`` takes each algorithm's default budget for ``env_id``.
+
+    Raises:
+        MinippoError: unknown env or algorithm, no algorithms or seeds, a negative seed, a bad budget.
+    """
+    from .train import ALGORITHMS, make_configs  # noqa: PLC0415 (keeps `import minippo.plot` light)
+
+    check_env_id(env_id)
+    unknown = [a for a in algos if a not in ALGORITHMS]
+    if unknown or not algos:
+        raise MinippoError(f"Unknown algorithm(s) {unknown}; choose from {sorted(ALGORITHMS)}."
+                           if unknown else "No algorithms to compare.")
+    if not seeds:
+        raise MinippoError("No seeds given.")
+    for seed in seeds:
+        check_range("seed", seed, 0)  # numpy and Gymnasium seeds must be non-negative
+    specs = []
+    for seed in dict.fromkeys(seeds):  # dict.fromkeys drops duplicates and keeps the order
+        for algo in dict.fromkeys(algos):
+            budget = make_configs(algo, env_id, total_steps=total_steps)[0].total_steps
+            specs.append(RunSpec(env_id, algo, seed, budget, out / f"{algo}-s{seed}"))
+    return specs
+
+
+def steps_to_threshold(run: Run, threshold: float) -> float:
+    """The first env step at which ``run``'s rolling mean return is ≥ ``threshold`` (inf if never)."""
+    reached = run.steps[run.returns >= threshold]
+    return float(reached[0]) if len(reached) else math.inf
+
+
+def summarize(runs: list[Run], threshold: float | None) -> list[dict]:
+    """One row per algorithm (sorted by name) over its runs (seeds):
+
+    ==================  ===================================================================================
+    key                 value
+    ==================  ===================================================================================
+    algo, seeds         the algorithm and how many runs went into the row
+    final_return_mean   mean over runs of the final ``rolling_return_mean`` (mean of the last 10 episodes)
+    final_return_std    their sample standard deviation (ddof=1; 0 for one run)
+    steps_to_threshold  median over runs of the first env step where the rolling mean return reaches
+                        ``threshold``, counting a run that never does as ∞; so ∞ (shown as "not
+                        reached") unless more than half the runs reach it. NaN without a threshold.
+    seeds_reached       how many runs reached the threshold
+    wall_time_s         mean over runs of the wall-clock seconds of the run (last ``time_s``)
+    steps_per_s         mean over runs of env steps per second (last ``steps_per_s``)
+    ==================  ===================================================================================
+    """
+    rows = []
+    for algo in sorted({run.algo for run in runs}):
+        group = [run for run in runs if run.algo == algo]
+        finals = np.array([run.final_return for run in group])
+        reached = [steps_to_threshold(run, threshold) for run in group] if threshold is not None else []
+        rows.append({
+            "algo": algo, "seeds": len(group),
+            "final_return_mean": float(finals.mean()),
+            "final_return_std": float(finals.std(ddof=1)) if len(group) > 1 else 0.0,
+            "steps_to_threshold": float(np.median(reached)) if reached else math.nan,
+            "seeds_reached": sum(math.isfinite(s) for s in reached),
+            "wall_time_s": float(np.mean([run.time_s for run in group])),
+            "steps_per_s": float(np.mean([run.steps_per_s for run in group])),
+        })
+    return rows
+
+
+def format_summary(rows: list[dict], threshold: float | None) -> str:
+    """The rows of :func:`summarize` as a Markdown table."""
+    goal = f"{threshold:g}" if threshold is not None else "threshold"
+    lines = [f"| algorithm | seeds | final return (mean ± std) | env steps to {goal} (median) "
+             f"| seeds reaching {goal} | wall time (s) | env steps/s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        steps = r["steps_to_threshold"]
+        steps_text = ("no threshold" if threshold is None else "not reached" if math.isinf(steps)
+                      else f"{steps:,.0f}")
+        final = ("n/a" if math.isnan(r["final_return_mean"])
+                 else f"{r['final_return_mean']:.1f} ± {r['final_return_std']:.1f}")
+        lines.append(f"| {r['algo']} | {r['seeds']} | {final} | {steps_text} | {r['seeds_reached']}/"
+                     f"{r['seeds']} | {r['wall_time_s']:.1f} | {r['steps_per_s']:,.0f} |")
+    return "\n".join(lines)
+
+
+def write_summary_csv(rows: list[dict], path: Path) -> None:
+    """``summary.csv``: the keys of :func:`summarize` as columns; NaN and ∞ (not reached) as empty cells."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if isinstance(v, float) and not math.isfinite(v) else v
+                             for k, v in row.items()})
+
+
+@dataclass
+class CompareResult:
+    """What :func:`compare` did. ``failed`` maps a run's name (``<algo>-s<seed>``) to its error;
+    ``runs`` are the finished runs, read back; ``files`` the figure and tables written."""
+
+    out: Path
+    runs: list[Run]
+    failed: dict[str, str]
+    summary: list[dict]
+    threshold: float | None
+    files: list[Path] = field(default_factory=list)
+
+
+def compare(env_id: str = "CartPole-v1", algos: Sequence[str] | None = None,
+            seeds: Sequence[int] = (0, 1, 2), *, total_steps: int | None = None, jobs: int | None = None,
+            out: str | Path | None = None, redo: bool = False, band: str = "ci95",
+            show_progress: bool = True) -> CompareResult:
+    """Train each algorithm in ``algos`` with each seed in ``seeds`` on ``env_id``, ``jobs`` runs at a
+    time in separate processes, then write the figure and summary tables to ``out`` (module doc).
+
+    Args:
+        algos: names in ``minippo.train.ALGORITHMS`` (default: all of them).
+        total_steps: env-step budget per run (default: each algorithm's default for ``env_id``).
+        jobs: processes at a time (default: ``os.cpu_count()``); each uses one torch thread.
+        out: the comparison folder (default ``runs/compare-<env_id>``).
+        redo: train every run again even if its folder is finished.
+        band: ``"ci95"`` or ``"std"``, the figure's band (:func:`minippo.plot.aggregate`).
+        show_progress: a tqdm bar over the runs and a line per finished or failed run.
+
+    Returns:
+        A :class:`CompareResult`. Failed runs do not raise: they are in ``result.failed``.
+
+    Raises:
+        MinippoError: bad input (see :func:`plan_runs`), ``jobs`` < 1.
+    """
+    from .train import ALGORITHMS  # noqa: PLC0415
+
+    out = Path(out) if out is not None else Path("runs") / f"compare-{env_id}"
+    jobs = jobs if jobs is not None else os.cpu_count() or 1
+    check_range("jobs", jobs, 1)
+    specs = plan_runs(env_id, list(algos) if algos is not None else list(ALGORITHMS), list(seeds),
+                      total_steps, out)
+    pending = [s for s in specs if redo or not is_finished(s)]
+    say = tqdm.write if show_progress else lambda _: None
+    say(f"{env_id}: {len(specs)} runs = {len({s.algo for s in specs})} × {len({s.seed for s in specs})} "
+        f"(algorithms × seeds) in {out}; {len(specs) - len(pending)} already finished (redo to train "
+        f"them again), {len(pending)} to train, {min(jobs, len(pending))} at a time.")
+
+    failed: dict[str, str] = {}
+    bar = tqdm(total=len(specs), initial=len(specs) - len(pending), unit="run", desc="runs finished",
+               disable=not show_progress, dynamic_ncols=True)
+    if pending:
+        # 'spawn' starts each worker fresh: no forked torch/OpenMP state, and it works the same on every OS.
+        with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=multiprocessing.get_context("spawn")
+                                 ) as executor:
+            futures = {executor.submit(train_one, spec): spec for spec in pending}
+            try:
+                for future in as_completed(futures):
+                    spec, error = futures[future], future.exception()
+                    if error is None:
+                        say(f"{spec.name}: finished")
+                    else:
+                        failed[spec.name] = f"{type(error).__name__}: {error}"
+                        if (spec.run_dir / ERROR_FILE).is_file():
+                            failed[spec.name] += f" (traceback in {spec.run_dir / ERROR_FILE})"
+                        say(f"{spec.name}: FAILED: {failed[spec.name]}")
+                    bar.update(1)
+            except KeyboardInterrupt:
+                executor.shutdown(wait=True, cancel_futures=True)
+                raise
+    bar.close()
+
+    runs = []
+    for spec in specs:
+        if spec.name not in failed:
+            try:
+                runs.append(load_run(spec.run_dir))
+            except MinippoError as e:
+                failed[spec.name] = str(e)
+    threshold = reward_threshold(env_id)
+    result = CompareResult(out, runs, failed, summarize(runs, threshold), threshold)
+    if runs:
+        fig = plot_runs(runs, band=band)
+        result.files = [out / "returns.png", out / "returns.svg", out / "summary.csv", out / "summary.md"]
+        fig.savefig(result.files[0], dpi=150)
+        fig.savefig(result.files[1])
+        write_summary_csv(result.summary, result.files[2])
+        result.files[3].write_text(f"# {env_id}: {', '.join(r['algo'] for r in result.summary)}\n\n"
+                                   f"{format_summary(result.summary, threshold)}\n")
+    return result
+
+
+def cmd_compare(args) -> int:
+    """``minippo compare``: exit status 0 if every run finished, 1 if any failed."""
+    result = compare(args.env, args.algos, args.seeds, total_steps=args.total_steps, jobs=args.jobs,
+                     out=args.out, redo=args.redo)
+    if result.summary:
+        print(f"\n{format_summary(result.summary, result.threshold)}\n")
+        print("written: " + ", ".join(str(p) for p in result.files))
+    for name, error in result.failed.items():
+        print(f"failed: {name}: {error}")
+    if result.failed:
+        print(f"{len(result.failed)} run(s) failed; the figure and table use the {len(result.runs)} that "
+              "finished. Fix the cause and run the same command again: finished runs are kept.")
+    return 1 if result.failed else 0

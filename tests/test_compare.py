@@ -1,0 +1,101 @@
+"""Tests of minippo/compare.py: the summary table against hand-worked numbers, input checks, and
+`minippo compare` end to end on a tiny budget (real PPO runs in 2 worker processes, ~10 s each test)."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from minippo.cli import main
+from minippo.compare import compare, format_summary, summarize
+from minippo.errors import MinippoError
+from minippo.plot import Run
+
+TINY = ["--algos", "ppo", "--seeds", "0", "1", "--total-steps", "2000", "--jobs", "2"]
+
+
+def make_run(algo, steps, returns, time_s=10.0, steps_per_s=100.0):
+    return Run(path=None, env_id="CartPole-v1", algo=algo, seed=0, total_steps=steps[-1],
+               steps=np.array(steps), returns=np.array(returns, dtype=float), final_return=returns[-1],
+               global_step=steps[-1], time_s=time_s, steps_per_s=steps_per_s)
+
+
+def test_summary_by_hand():
+    # Threshold 100. "a": its runs first reach 100 at steps 300 and 500 and never → median of
+    # (300, 500, ∞) = 500. "b": only one of three reaches it → median ∞ → "not reached".
+    runs = [make_run("a", [100, 300, 400], [50, 100, 90], time_s=10),
+            make_run("a", [100, 500], [50, 120], time_s=20),
+            make_run("a", [100, 600], [50, 60], time_s=30),
+            make_run("b", [100, 200], [10, 100], steps_per_s=50),
+            make_run("b", [100, 200], [10, 20], steps_per_s=150),
+            make_run("b", [100, 200], [10, 30], steps_per_s=100)]
+    a, b = summarize(runs, threshold=100)
+    assert a["algo"] == "a" and a["seeds"] == 3
+    assert a["final_return_mean"] == pytest.approx((90 + 120 + 60) / 3)
+    assert a["final_return_std"] == pytest.approx(30.0)  # sample std of 90, 120, 60: √((0+900+900)/2)
+    assert a["steps_to_threshold"] == 500 and a["seeds_reached"] == 2
+    assert a["wall_time_s"] == pytest.approx(20.0)
+    assert math.isinf(b["steps_to_threshold"]) and b["seeds_reached"] == 1
+    assert b["steps_per_s"] == pytest.approx(100.0)
+    table = format_summary([a, b], threshold=100)
+    assert "| a | 3 | 90.0 ± 30.0 | 500 | 2/3 | 20.0 |" in table
+    assert "| b | 3 | 50.0 ± 43.6 | not reached | 1/3 |" in table
+
+
+def test_bad_input_raises_before_any_run(tmp_path):
+    with pytest.raises(MinippoError, match="Unknown algorithm.*'nope'"):
+        compare(algos=["ppo", "nope"], out=tmp_path, show_progress=False)
+    with pytest.raises(MinippoError, match="Unknown environment id 'CartPol-v1'"):
+        compare("CartPol-v1", out=tmp_path, show_progress=False)
+    with pytest.raises(MinippoError, match="seed=-1"):
+        compare(algos=["ppo"], seeds=[0, -1], out=tmp_path, show_progress=False)
+    with pytest.raises(MinippoError, match="total_steps=0"):
+        compare(algos=["ppo"], total_steps=0, out=tmp_path, show_progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_command_error_is_one_line(tmp_path, capsys):
+    assert main(["compare", "--env", "Nope-v0", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minippo: error: Unknown environment id") and err.count("\n") == 1
+
+
+def test_compare_tiny_budget(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", *TINY, "--out", str(out)]) == 0
+    for seed in (0, 1):
+        run_dir = out / f"ppo-s{seed}"
+        done = json.loads((run_dir / "done.json").read_text())
+        assert done["seed"] == seed and done["total_steps"] == 2000 and done["global_step"] >= 2000
+        assert (run_dir / "progress.csv").is_file() and (run_dir / "checkpoint.pt").is_file()
+    assert (out / "returns.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "returns.svg").read_text().lstrip().startswith("<?xml")
+    with open(out / "summary.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["algo"] == "ppo" and row["seeds"] == "2" and float(row["steps_per_s"]) > 0
+    assert "| ppo | 2 |" in (out / "summary.md").read_text()
+    assert "| ppo | 2 |" in capsys.readouterr().out
+
+
+def test_failed_run_is_reported_and_the_rest_go_on_then_resume(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    # Break ppo-s1 only: its config.json is a folder, so minippo.train fails to write it.
+    (out / "ppo-s1" / "config.json").mkdir(parents=True)
+    assert main(["compare", *TINY, "--out", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert "failed: ppo-s1: IsADirectoryError" in printed
+    assert "Traceback" in (out / "ppo-s1" / "error.txt").read_text()
+    assert (out / "ppo-s0" / "done.json").is_file() and not (out / "ppo-s1" / "done.json").exists()
+    assert (out / "returns.png").is_file()
+    assert "| ppo | 1 |" in (out / "summary.md").read_text()  # made from the run that finished
+
+    # Fix the cause and run the same command: only ppo-s1 is trained, ppo-s0 is kept as it was.
+    (out / "ppo-s1" / "config.json").rmdir()
+    kept = (out / "ppo-s0" / "progress.csv").stat().st_mtime_ns
+    assert main(["compare", *TINY, "--out", str(out)]) == 0
+    assert "1 already finished" in capsys.readouterr().out
+    assert (out / "ppo-s0" / "progress.csv").stat().st_mtime_ns == kept
+    assert (out / "ppo-s1" / "done.json").is_file() and not (out / "ppo-s1" / "error.txt").exists()
+    assert "| ppo | 2 |" in (out / "summary.md").read_text()
