@@ -11,7 +11,8 @@ Per iteration, on a batch collected by the current policy π_old with GAE advant
             S       = mean( entropy of π_θ(·|s) )
             loss    = −L^CLIP + c_vf L^VF − c_ent S                           eq. 9 (as a loss)
             one Adam step on loss, gradient norm clipped to max_grad_norm
-        stop early if the approximate KL(π_old ‖ π_θ) exceeds target_kl
+        stop early if the approximate KL(π_old ‖ π_θ) on the batch exceeds target_kl
+    log the loss terms, approximate KL and clip fraction of the updated policy on the whole batch
 
 Implementation details follow Huang et al. 2022, "The 37 Implementation Details of PPO".
 """
@@ -138,8 +139,8 @@ class PPO:
         """One PPO iteration on ``batch`` (a :class:`minippo.rollout.Batch` with advantages and returns).
 
         ``progress`` in [0, 1) is the fraction of training done, for learning-rate and ε annealing.
-        Returns the statistics practitioners watch: policy_loss, value_loss, entropy, approx_kl,
-        clip_fraction, explained_variance, learning_rate, clip_range, epochs.
+        Returns the statistics practitioners watch (see :meth:`statistics`), plus learning_rate,
+        clip_range and the number of epochs run.
 
         Raises:
             NonFiniteLossError: a loss is NaN/inf; the update is abandoned before its step.
@@ -150,52 +151,61 @@ class PPO:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-        totals = torch.zeros(5)  # policy loss, value loss, entropy, approx KL, clip fraction
-        steps = 0
         for epoch in range(1, c.num_epochs + 1):
-            epoch_kl, epoch_steps = 0.0, 0
             for mb in batch.minibatches(c.minibatch_size, self.generator):
-                dist, values = self.policy.evaluate(mb)
-                log_probs = dist.log_prob(mb.actions)
-                advantages = mb.advantages
-                if c.normalize_advantages and advantages.numel() > 1:
-                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-
-                policy_loss, ratio = clipped_surrogate_loss(log_probs, mb.log_probs, advantages, clip_range)
-                if c.clip_value_loss:  # keep V near V_old, as the policy is kept near π_old
-                    clipped_values = mb.values + (values - mb.values).clamp(-clip_range, clip_range)
-                    value_loss = torch.max((values - mb.returns) ** 2,
-                                           (clipped_values - mb.returns) ** 2).mean()
-                else:
-                    value_loss = ((values - mb.returns) ** 2).mean()
-                entropy = dist.entropy().mean()
-                loss = policy_loss + c.value_coef * value_loss - c.entropy_coef * entropy  # eq. 9
+                loss, _ = self.loss(mb, clip_range)
                 check_finite(loss, "PPO loss")
-
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)
                 self.optimizer.step()
+            if c.target_kl is not None and self.statistics(batch, clip_range)["approx_kl"] > c.target_kl:
+                break  # the policy has moved far enough from π_old for this batch
 
-                with torch.no_grad():
-                    log_ratio = log_probs - mb.log_probs
-                    # Low-variance estimator of KL(π_old ‖ π_θ): E[(r − 1) − log r] (Schulman 2020 blog).
-                    approx_kl = ((ratio - 1.0) - log_ratio).mean()
-                    clip_fraction = ((ratio - 1.0).abs() > clip_range).float().mean()
-                    totals += torch.stack([policy_loss, value_loss, entropy, approx_kl, clip_fraction]).cpu()
-                epoch_kl += float(approx_kl)
-                epoch_steps += 1
-                steps += 1
-            if c.target_kl is not None and epoch_kl / epoch_steps > c.target_kl:
-                break
+        return {**self.statistics(batch, clip_range), "learning_rate": lr, "clip_range": clip_range,
+                "epochs": epoch}
 
-        with torch.no_grad():
-            data = batch.all()
-            ev = explained_variance(data.values, data.returns)
-        means = (totals / steps).tolist()
-        return {"policy_loss": means[0], "value_loss": means[1], "entropy": means[2],
-                "approx_kl": means[3], "clip_fraction": means[4], "explained_variance": ev,
-                "learning_rate": lr, "clip_range": clip_range, "epochs": epoch}
+    def loss(self, mb, clip_range: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """PPO's loss on a minibatch, ``−L^CLIP + c_vf L^VF − c_ent S`` (eq. 9 as a loss), and its parts."""
+        c = self.config
+        dist, values = self.policy.evaluate(mb)
+        log_probs = dist.log_prob(mb.actions)
+        advantages = mb.advantages
+        if c.normalize_advantages and advantages.numel() > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+        policy_loss, ratio = clipped_surrogate_loss(log_probs, mb.log_probs, advantages, clip_range)
+        if c.clip_value_loss:  # keep V near V_old, as the policy is kept near π_old
+            clipped_values = mb.values + (values - mb.values).clamp(-clip_range, clip_range)
+            value_loss = torch.max((values - mb.returns) ** 2, (clipped_values - mb.returns) ** 2).mean()
+        else:
+            value_loss = ((values - mb.returns) ** 2).mean()
+        entropy = dist.entropy().mean()
+        loss = policy_loss + c.value_coef * value_loss
+        if c.entropy_coef > 0:  # (skipped at 0: it would only add work to the backward pass)
+            loss = loss - c.entropy_coef * entropy
+        parts = {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
+                 "ratio": ratio, "log_ratio": log_probs - mb.log_probs}
+        return loss, parts
+
+    @torch.no_grad()
+    def statistics(self, batch, clip_range: float) -> dict[str, float]:
+        """Diagnostics of the current policy on the whole batch (one forward pass):
+
+        policy_loss, value_loss, entropy    the loss terms
+        approx_kl           KL(π_old ‖ π_θ) estimated as mean((r − 1) − log r) (Schulman 2020, "Approximating
+                            KL divergence"): how far this iteration moved the policy
+        clip_fraction       share of transitions whose ratio is outside [1 − ε, 1 + ε]
+        explained_variance  of the returns by V_old (1: perfect, ≤ 0: useless)
+        """
+        data = batch.all()
+        _, parts = self.loss(data, clip_range)
+        ratio, log_ratio = parts["ratio"], parts["log_ratio"]
+        return {"policy_loss": parts["policy_loss"].item(), "value_loss": parts["value_loss"].item(),
+                "entropy": parts["entropy"].item(),
+                "approx_kl": ((ratio - 1.0) - log_ratio).mean().item(),
+                "clip_fraction": ((ratio - 1.0).abs() > clip_range).float().mean().item(),
+                "explained_variance": explained_variance(data.values, data.returns)}
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict()}

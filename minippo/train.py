@@ -227,7 +227,8 @@ def train(env_id: str = "CartPole-v1", algo: str = "ppo", *, total_steps: int | 
                                              num_envs=num_envs, device=device, **hyperparameters)
     c = train_config
     dev = resolve_device(c.device)
-    run_dir = Path(out) if out is not None else Path("runs") / f"{env_id}-{algo}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(out) if out is not None else Path("runs") / f"{env_id}-{algo}-s{seed}-{stamp}"
     run_dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(c.seed)

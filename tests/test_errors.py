@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -56,15 +57,13 @@ def test_unsupported_action_space():
         train("minippo-test/MultiBinary-v0", total_steps=100, show_progress=False)
 
 
-@pytest.mark.parametrize("hp,match", [("clip_range=1.5", r"clip_range=1\.5 is out of range: it must be in \(0, 1\)"),
+@pytest.mark.parametrize("hp,match", [("clip_range=1.5", r"clip_range=1\.5 is out of range: it must be in \(0, 1\)"),  # noqa: E501
                                       ("gamma=1.2", r"gamma=1\.2 is out of range: it must be in \[0, 1\]"),
                                       ("learning_rate=-1", r"learning_rate=-1 is out of range"),
                                       ("num_epochs=0", r"num_epochs=0 is out of range"),
                                       ("clip_rnge=0.1", r"Unknown hyperparameter.*clip_rnge")])
 def test_out_of_range_hyperparameters_are_named(hp, match, capsys):
     assert main(["train", "--hp", hp, "--no-progress", "--total-steps", "100"]) == 2
-    import re
-
     assert re.search(match, capsys.readouterr().err)
 
 
