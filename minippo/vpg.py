@@ -28,17 +28,18 @@ from .errors import check_range
 from .ppo import check_finite, explained_variance
 
 # Defaults per environment. Keys are fields of VPGConfig or of minippo.train.TrainConfig; "default" is
-# used for any env not listed. VPG takes one gradient step per batch, so it is sample-hungry: these
-# settings favour many small batches with a large policy step size.
+# used for any env not listed ("default" is Spinning Up's VPG: 4000 steps per batch, policy lr 3e-4).
+# VPG takes a single gradient step per batch, so the tuned entries use many small batches and a large
+# policy step size; each reached a near-solved return on seed 0 within its total_steps.
 DEFAULTS: dict[str, dict] = {
     "default": dict(total_steps=500_000, num_envs=8, num_steps=500, gamma=0.99, gae_lambda=0.97,
                     policy_lr=3e-4, value_lr=1e-3, value_iterations=80),
     "CartPole-v1": dict(total_steps=100_000, num_envs=8, num_steps=128, gamma=0.99, gae_lambda=0.97,
-                        policy_lr=1e-2, value_lr=1e-3, value_iterations=80),
+                        policy_lr=5e-3, value_lr=1e-3, value_iterations=80),
     "Acrobot-v1": dict(total_steps=200_000, num_envs=8, num_steps=256, gamma=0.99, gae_lambda=0.97,
-                       policy_lr=3e-3, value_lr=1e-3, value_iterations=80, normalize_obs=True),
-    "Pendulum-v1": dict(total_steps=200_000, num_envs=4, num_steps=1000, gamma=0.9, gae_lambda=0.95,
-                        policy_lr=3e-3, value_lr=1e-3, value_iterations=80, normalize_reward=True),
+                       policy_lr=1e-2, value_lr=1e-3, value_iterations=80, normalize_obs=True),
+    "Pendulum-v1": dict(total_steps=200_000, num_envs=4, num_steps=250, gamma=0.9, gae_lambda=0.95,
+                        policy_lr=1e-2, value_lr=1e-3, value_iterations=80, normalize_reward=True),
 }
 
 

@@ -216,7 +216,7 @@ def test_config_rejects_out_of_range_values(bad):
 
 
 def test_trpo_learns_cartpole(tmp_path):
-    result = train("CartPole-v1", "trpo", total_steps=30_000, seed=0, device="cpu", out=tmp_path,
+    result = train("CartPole-v1", "trpo", total_steps=25_000, seed=0, device="cpu", out=tmp_path,
                    show_progress=False)
     first = np.mean(result.episode_returns[:10])
     assert first < 40  # the initial, near-uniform policy
