@@ -26,17 +26,19 @@ import multiprocessing
 import os
 import traceback
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from .envs import check_env_id
 from .errors import MinippoError, check_range
 from .logger import write_json
 from .plot import Run, load_run, plot_runs, reward_threshold
+from .train import ALGORITHMS, make_configs, train
 
 DONE_FILE = "done.json"
 ERROR_FILE = "error.txt"
@@ -70,8 +72,9 @@ def is_finished(spec: RunSpec) -> bool:
     return all(done.get(key) == value for key, value in spec.identity().items())
 
 
-def train_one(spec: RunSpec) -> RunSpec:
-    """Train one run in this (worker) process and mark it finished with ``done.json``.
+def train_one(spec: RunSpec) -> dict:
+    """Train one run in this (worker) process and mark it finished with ``done.json``; return what
+    done.json holds: the run's identity, ``global_step``, ``time_s`` and ``final_return``.
 
     Uses one torch thread and the CPU: K small-MLP runs side by side on K cores beat sharing one GPU.
     If training raises, the traceback is saved to ``<run_dir>/error.txt`` before the exception goes on.
@@ -79,10 +82,6 @@ def train_one(spec: RunSpec) -> RunSpec:
     Raises:
         Whatever :func:`minippo.train` raises, and MinippoError if the run was interrupted.
     """
-    import torch  # noqa: PLC0415 (the worker's own settings)
-
-    from .train import train  # noqa: PLC0415
-
     torch.set_num_threads(1)
     (spec.run_dir / DONE_FILE).unlink(missing_ok=True)  # a redo that fails must not look finished
     (spec.run_dir / ERROR_FILE).unlink(missing_ok=True)
@@ -96,9 +95,10 @@ def train_one(spec: RunSpec) -> RunSpec:
         raise
     if result.status != "finished":
         raise MinippoError(f"run {result.status} after {result.global_step} env steps")
-    write_json(spec.run_dir / DONE_FILE, {**spec.identity(), "global_step": result.global_step,
-                                          "time_s": round(result.time_s, 3)})
-    return spec
+    record = {**spec.identity(), "global_step": result.global_step, "time_s": round(result.time_s, 3),
+              "final_return": result.final_return}
+    write_json(spec.run_dir / DONE_FILE, record)
+    return record
 
 
 def plan_runs(env_id: str, algos: list[str], seeds: list[int], total_steps: int | None, out: Path
@@ -110,8 +110,6 @@ def plan_runs(env_id: str, algos: list[str], seeds: list[int], total_steps: int 
     Raises:
         MinippoError: unknown env or algorithm, no algorithms or seeds, a negative seed, a bad budget.
     """
-    from .train import ALGORITHMS, make_configs  # noqa: PLC0415 (keeps `import minippo.plot` light)
-
     check_env_id(env_id)
     unknown = [a for a in algos if a not in ALGORITHMS]
     if unknown or not algos:
@@ -231,8 +229,6 @@ def compare(env_id: str = "CartPole-v1", algos: Sequence[str] | None = None,
     Raises:
         MinippoError: bad input (see :func:`plan_runs`), ``jobs`` < 1.
     """
-    from .train import ALGORITHMS  # noqa: PLC0415
-
     out = Path(out) if out is not None else Path("runs") / f"compare-{env_id}"
     jobs = jobs if jobs is not None else os.cpu_count() or 1
     check_range("jobs", jobs, 1)
@@ -248,24 +244,31 @@ def compare(env_id: str = "CartPole-v1", algos: Sequence[str] | None = None,
     bar = tqdm(total=len(specs), initial=len(specs) - len(pending), unit="run", desc="runs finished",
                disable=not show_progress, dynamic_ncols=True)
     if pending:
+        waiting, running = list(pending), {}
         # 'spawn' starts each worker fresh: no forked torch/OpenMP state, and it works the same on every OS.
         with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=multiprocessing.get_context("spawn")
                                  ) as executor:
-            futures = {executor.submit(train_one, spec): spec for spec in pending}
-            try:
-                for future in as_completed(futures):
-                    spec, error = futures[future], future.exception()
+            while waiting or running:
+                # Submit only as many runs as there are workers: the executor hands submitted runs to its
+                # workers ahead of time, and Ctrl-C could then no longer cancel them.
+                while waiting and len(running) < jobs:
+                    spec = waiting.pop(0)
+                    running[executor.submit(train_one, spec)] = spec
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    spec, error = running.pop(future), future.exception()
                     if error is None:
-                        say(f"{spec.name}: finished")
+                        record = future.result()
+                        say(f"{spec.name}: finished, {record['global_step']:,} env steps in "
+                            f"{record['time_s']:.0f} s, final return {record['final_return']:.1f}")
                     else:
                         failed[spec.name] = f"{type(error).__name__}: {error}"
                         if (spec.run_dir / ERROR_FILE).is_file():
                             failed[spec.name] += f" (traceback in {spec.run_dir / ERROR_FILE})"
                         say(f"{spec.name}: FAILED: {failed[spec.name]}")
                     bar.update(1)
-            except KeyboardInterrupt:
-                executor.shutdown(wait=True, cancel_futures=True)
-                raise
+        # On Ctrl-C the workers (same process group) stop after their current iteration, keeping their
+        # checkpoints, and leaving the `with` waits for them; their folders have no done.json.
     bar.close()
 
     runs = []

@@ -215,7 +215,8 @@ def plot_runs(runs: list[Run], ax=None, band: str = "ci95", grid: int = 200, tit
     as a dashed line where Gymnasium defines one.
 
     Args:
-        runs: from :func:`load_runs`; grouped by ``(env_id, algo)``.
+        runs: from :func:`load_runs`; grouped by ``(env_id, algo)``. A run in which no episode finished
+            has no curve and is left out (and not counted in the legend's number of seeds).
         ax: a matplotlib Axes to draw into (then all runs must be on one env); None makes a new figure.
         band: ``"ci95"`` or ``"std"``. grid: grid points per curve. title: the panel title
             (default: "<env id>: episodic return during training"); with several envs, the figure title.
@@ -242,7 +243,7 @@ def plot_runs(runs: list[Run], ax=None, band: str = "ci95", grid: int = 200, tit
         fig, axes = ax.figure, [ax]
     for ax_, env_id in zip(axes, env_ids, strict=True):
         for algo in algos:
-            group = [run for run in runs if run.env_id == env_id and run.algo == algo]
+            group = [run for run in runs if run.env_id == env_id and run.algo == algo and len(run.steps)]
             if not group:
                 continue
             steps, mean, low, high = aggregate(group, grid, band)

@@ -114,6 +114,7 @@ def test_plot_runs_groups_by_env_and_algo(tmp_path):
     write_run(tmp_path / "ppo-s0", *RUN_A)
     write_run(tmp_path / "ppo-s1", *RUN_B, seed=1)
     write_run(tmp_path / "vpg-s0", *RUN_A, algo="vpg")
+    write_run(tmp_path / "ppo-s2", [64, 128], [None, None], seed=2)  # no episode finished: no curve
     write_run(tmp_path / "acrobot-ppo-s0", *RUN_A, env_id="Acrobot-v1")
     fig = plot_runs(load_runs([tmp_path]))
     cartpole, acrobot = fig.axes  # one panel per env, sorted: Acrobot-v1 first
