@@ -238,7 +238,8 @@ def compare(env_id: str = "CartPole-v1", algos: Sequence[str] | None = None,
     say = tqdm.write if show_progress else lambda _: None
     say(f"{env_id}: {len(specs)} runs = {len({s.algo for s in specs})} × {len({s.seed for s in specs})} "
         f"(algorithms × seeds) in {out}; {len(specs) - len(pending)} already finished (redo to train "
-        f"them again), {len(pending)} to train, {min(jobs, len(pending))} at a time.")
+        f"them again), {len(pending)} to train" + (f", {min(jobs, len(pending))} at a time." if pending
+                                                   else "."))
 
     failed: dict[str, str] = {}
     bar = tqdm(total=len(specs), initial=len(specs) - len(pending), unit="run", desc="runs finished",
@@ -267,8 +268,8 @@ def compare(env_id: str = "CartPole-v1", algos: Sequence[str] | None = None,
                             failed[spec.name] += f" (traceback in {spec.run_dir / ERROR_FILE})"
                         say(f"{spec.name}: FAILED: {failed[spec.name]}")
                     bar.update(1)
-        # On Ctrl-C the workers (same process group) stop after their current iteration, keeping their
-        # checkpoints, and leaving the `with` waits for them; their folders have no done.json.
+        # Ctrl-C reaches the workers too (same process group): each train() stops after its current
+        # iteration, keeping its checkpoint but writing no done.json, and leaving the `with` waits for that.
     bar.close()
 
     runs = []
