@@ -1,4 +1,4 @@
-"""The ``minippo`` command: ``train`` and ``eval`` (``minippo --help`` lists all subcommands).
+"""The ``minippo`` command: ``train``, ``eval``, ``compare``, ``plot`` and ``rlhf`` (``minippo --help``).
 
 Bad input is reported as one line on stderr, ``minippo: error: ...``, with exit status 2; a NaN loss
 stops training with status 1; Ctrl-C with status 130. The run folder keeps the last good checkpoint.
@@ -78,6 +78,28 @@ def build_parser() -> argparse.ArgumentParser:
                    "returns.png)")
     p.add_argument("--band", choices=["ci95", "std"], default="ci95",
                    help="shaded band: 95%% bootstrap CI of the mean (default) or ± 1 std over seeds")
+
+    r = sub.add_parser("rlhf", help="RLHF in miniature: pretrain a tiny GPT, learn a reward model, fine-tune "
+                       "it with VPG, TRPO or PPO",
+                       description="Corpus → pretrained character GPT → reward model from noisy preference "
+                       "pairs → RL with the same VPG/TRPO/PPO code as `train`. Pretraining and the reward "
+                       "model are cached (see --cache-dir), so a second run starts at RL. Defaults: the "
+                       "RLHFConfig and DEFAULTS table in minippo/lm/rlhf.py.")
+    r.add_argument("--algo", default="ppo", choices=["ppo", "trpo", "vpg"])
+    r.add_argument("--beta", type=float, help="KL coefficient β (default: 0.1)")
+    r.add_argument("--kl-target", type=float, help="adapt β towards this KL(π‖π_ref), nats per sequence "
+                   "(Ziegler et al. 2019; default: fixed β)")
+    r.add_argument("--iterations", type=int, help="RL iterations (default: 60)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    r.add_argument("--out", help="run folder (default: runs/rlhf-<algo>-s<seed>-<time>)")
+    r.add_argument("--corpus", help="UTF-8 text file, one document per line (default: generated reviews)")
+    r.add_argument("--cache-dir", help="where the pretrained and reward models are kept (default: "
+                   "<out>/../cache)")
+    r.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an RLHFConfig field or an algorithm hyperparameter, e.g. --hp "
+                   "num_sequences=128 --hp learning_rate=3e-4 (repeatable)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -124,7 +146,13 @@ def cmd_plot(args) -> int:
     return cmd_plot(args)
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "compare": cmd_compare, "plot": cmd_plot}
+def cmd_rlhf(args) -> int:
+    from .lm.rlhf import cmd_rlhf
+
+    return cmd_rlhf(args, _parse_hp(args.hp))
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "compare": cmd_compare, "plot": cmd_plot, "rlhf": cmd_rlhf}
 
 
 def main(argv: list[str] | None = None) -> int:

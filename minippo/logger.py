@@ -52,8 +52,12 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     Python values, so that it loads with ``weights_only=True``."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C or a full disk mid-write: leave the previous checkpoint, no debris
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

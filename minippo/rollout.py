@@ -103,13 +103,13 @@ class Batch:
         the algorithms call it every epoch)."""
         if self.advantages is None or self.returns is None:
             raise RuntimeError("Batch.advantages/returns are not set: call compute_gae first.")
-        key = (id(self.advantages), id(self.returns))
-        if self._flat is None or self._flat[0] != key:
+        if self._flat is None or self._flat[0] is not self.advantages or self._flat[1] is not self.returns:
             mask = self.valid.reshape(-1)
             flat = lambda x: x.reshape(-1, *x.shape[2:])[mask]
-            self._flat = key, Minibatch(flat(self.obs), flat(self.actions), flat(self.log_probs),
-                                        flat(self.values), flat(self.advantages), flat(self.returns))
-        return self._flat[1]
+            self._flat = self.advantages, self.returns, Minibatch(
+                flat(self.obs), flat(self.actions), flat(self.log_probs), flat(self.values),
+                flat(self.advantages), flat(self.returns))
+        return self._flat[2]
 
     def minibatches(self, minibatch_size: int, generator: torch.Generator | None = None
                     ) -> Iterator[Minibatch]:
