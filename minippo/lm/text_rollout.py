@@ -1,0 +1,243 @@
+"""Text as a rollout source: the GPT policy with a value head, the text batch, and the collector that
+turns prompts into a ``[T, N]`` batch the unchanged VPG / TRPO / PPO updates train on.
+
+Symbols (as in ``minippo.rollout``):
+
+    T   generated tokens per sequence (the "time" axis)
+    N   sequences per batch
+    P   prompt tokens (the end-of-text token, then the first characters of a document)
+    n   sequences in a minibatch
+
+A *step* t is one generated token: the observation s_t is the prompt plus the tokens before it, the
+action a_t the token chosen. The per-token reward is the KL-penalised objective of InstructGPT (Ouyang
+et al. 2022, §3.5 eq. 2; first in Ziegler et al. 2019, "Fine-Tuning Language Models from Human
+Preferences", eq. 2)::
+
+    r_t = −β (log π(a_t|s_t) − log π_ref(a_t|s_t))        for every generated token
+        + r_φ(x, y)                                       added at the response's last token
+
+so the return of a sequence is r_φ(x, y) − β Σ_t log(π/π_ref): the reward-model score minus β times a
+one-sample estimate of KL(π ‖ π_ref) over the whole sequence.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributions import Categorical
+
+from ..errors import MinippoError, check_range
+from ..rollout import Batch, Minibatch
+from .corpus import Annotator, CharTokenizer, document_text
+from .gpt import GPT, sample
+from .reward_model import RewardModel, response_ends
+
+
+class GPTActorCritic(nn.Module):
+    """The policy: a GPT (π) plus ``value_head``, a small MLP giving V(s_t) from the hidden state at each
+    position.
+
+    The value head reads the hidden states *detached*: the value loss trains only the head and never
+    moves the language model, so PPO's joint loss and VPG/TRPO's separate value fits behave alike, and a
+    poor early value estimate cannot damage the pretrained text distribution. Parameter names follow
+    the convention VPG and TRPO split on: ``value_head.*`` is the value function, ``gpt.*`` the policy.
+
+    Args:
+        gpt: the pretrained model; deep-copied, so the caller's copy stays the frozen reference.
+    """
+
+    def __init__(self, gpt: GPT):
+        super().__init__()
+        self.gpt = copy.deepcopy(gpt).requires_grad_(True)  # trainable even if ``gpt`` is the frozen π_ref
+        d = gpt.config.n_embd
+        self.value_head = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1))
+        nn.init.zeros_(self.value_head[2].weight)  # V ≡ 0 at first: returns are centred near 0
+        nn.init.zeros_(self.value_head[2].bias)
+        self.value_head.to(next(gpt.parameters()).device)
+
+    def forward_completion(self, tokens: Tensor, completion_len: int) -> tuple[Tensor, Tensor]:
+        """Logits ``[n, T, V]`` for each generated token and values ``[n, T]`` of the states it was chosen
+        in, for whole sequences ``tokens`` ``[n, P + T]``, in one forward pass."""
+        logits, hidden = self.gpt(tokens[:, :-1])  # position i predicts token i + 1
+        first = tokens.shape[1] - completion_len - 1  # the position that predicts the first generated token
+        values = self.value_head(hidden[:, first:].detach()).squeeze(-1)
+        return logits[:, first:], values
+
+    def evaluate(self, mb: Minibatch) -> tuple[Categorical, Tensor]:
+        """``(π(·|s_t), V(s_t))`` for a minibatch of whole sequences, with gradient.
+
+        ``mb.obs`` is ``[n, P + T]`` token ids and ``mb.actions`` ``[T, n]``; the distribution's batch
+        shape and the values are ``[T, n]``, like the actions."""
+        logits, values = self.forward_completion(mb.obs, mb.actions.shape[0])
+        return Categorical(logits=logits.transpose(0, 1), validate_args=False), values.transpose(0, 1)
+
+
+@dataclass
+class TextBatch(Batch):
+    """A :class:`minippo.rollout.Batch` of ``N`` generated sequences of ``T`` tokens.
+
+    The ``[T, N]`` fields mean what they mean for Gymnasium (one column per sequence, ``dones`` 1 at the
+    last token only, ``next_values`` 0 there and V(s_{t+1}) elsewhere, ``valid`` all True). One field
+    differs: ``obs`` holds each sequence once, as ``[N, P + T]`` token ids (prompt and completion), not
+    one prefix per step; the policy recovers every prefix from it in a single causal forward pass.
+
+    Minibatches are made of whole sequences, so that one forward pass evaluates all their tokens.
+    """
+
+    def all(self) -> Minibatch:
+        """Every sequence: obs ``[N, P + T]``, the other fields ``[T, N]``."""
+        if self.advantages is None or self.returns is None:
+            raise RuntimeError("Batch.advantages/returns are not set: call compute_gae first.")
+        return Minibatch(self.obs, self.actions, self.log_probs, self.values, self.advantages, self.returns)
+
+    def minibatches(self, minibatch_size: int, generator: torch.Generator | None = None
+                    ) -> Iterator[Minibatch]:
+        """Shuffle the sequences and yield minibatches of ``max(1, minibatch_size // T)`` whole sequences
+        (``minibatch_size`` counts tokens, as it counts transitions for Gymnasium): obs ``[n, P + T]``,
+        the other fields ``[T, n]``. One pass is one epoch."""
+        data = self.all()
+        T, N = self.actions.shape
+        per_minibatch = max(1, minibatch_size // T)
+        order = torch.randperm(N, generator=generator).to(self.actions.device)
+        for start in range(0, N, per_minibatch):
+            idx = order[start:start + per_minibatch]
+            yield Minibatch(data.obs[idx], data.actions[:, idx], data.log_probs[:, idx],
+                            data.values[:, idx], data.advantages[:, idx], data.returns[:, idx])
+
+
+def kl_penalised_rewards(log_probs: Tensor, ref_log_probs: Tensor, scores: Tensor, ends: Tensor,
+                         beta: float) -> Tensor:
+    """Per-token rewards of InstructGPT's objective (eq. 2), ``[T, N]``:
+
+        r_t = −β (log π(a_t|s_t) − log π_ref(a_t|s_t)),  plus scores[i] at t = ends[i]
+
+    Args:
+        log_probs, ref_log_probs: ``[T, N]`` log-probabilities of the sampled tokens under the policy
+            and the frozen reference. scores: ``[N]`` reward-model scores. ends: ``[N]`` step index
+            (0 … T−1) of each response's last token. beta: β ≥ 0, the KL coefficient.
+
+    Summed over t, a sequence's rewards are ``scores − β Σ_t (log π − log π_ref)``.
+    """
+    rewards = -beta * (log_probs - ref_log_probs)
+    rewards[ends, torch.arange(rewards.shape[1], device=rewards.device)] += scores
+    return rewards
+
+
+class AdaptiveKLController:
+    """The adaptive KL coefficient of Ziegler et al. 2019 (§2.2): after each batch,
+
+        e = clip(KL / KL_target − 1, −0.2, 0.2),   β ← β (1 + K_β e)
+
+    so β grows while the policy is farther than ``target`` nats from the reference and shrinks while it
+    is closer. KL is the batch's mean sequence-level Σ_t log(π/π_ref).
+
+    Args:
+        beta: initial β. target: KL_target in nats per sequence, or ``None`` for a fixed β.
+        horizon_gain: K_β (Ziegler et al. use 0.1).
+    """
+
+    def __init__(self, beta: float, target: float | None = None, horizon_gain: float = 0.1):
+        check_range("beta", beta, 0)
+        if target is not None:
+            check_range("kl_target", target, 0, low_inclusive=False)
+        self.beta, self.target, self.horizon_gain = beta, target, horizon_gain
+
+    def update(self, kl: float) -> None:
+        if self.target is not None:
+            error = min(max(kl / self.target - 1.0, -0.2), 0.2)
+            self.beta *= 1.0 + self.horizon_gain * error
+
+
+class TextRollout:
+    """Collects :class:`TextBatch` es: prompts → completions sampled from the policy → rewards.
+
+    Every call draws ``N`` prompts at random, samples ``T`` tokens after each from the current policy at
+    temperature 1 (so the log-probabilities are on-policy), scores each response (the completion up to
+    its first end-of-text token) with the reward model, and builds the KL-penalised rewards against the
+    frozen reference. Tokens after the end-of-text token are still actions: they carry their KL penalty
+    and no score.
+
+    ``batch.info`` (logged per iteration) holds: ``rm_score`` (mean reward-model score), ``gold_reward``
+    (mean annotator score, never used for training), ``kl_ref`` (mean Σ_t log π/π_ref, nats per
+    sequence), ``kl_ref_exact`` (mean Σ_t KL(π(·|s_t) ‖ π_ref(·|s_t)), the same divergence without
+    sampling noise in the per-token sum), ``beta`` (β used for this batch), ``token_entropy`` (nats per
+    token), ``response_length`` (tokens, the end-of-text token included).
+
+    Args:
+        prompts: ``[M, P]`` token ids on the device (:func:`minippo.lm.corpus.make_prompts`).
+        reference: the frozen pretrained GPT, π_ref. reward_model: the trained :class:`RewardModel`.
+        tokenizer, annotator: to decode responses and compute the gold reward for logging.
+        num_sequences: N. completion_len: T. kl: the β controller.
+        seed: seeds prompt choice and sampling.
+    """
+
+    def __init__(self, prompts: Tensor, reference: GPT, reward_model: RewardModel, tokenizer: CharTokenizer,
+                 annotator: Annotator, num_sequences: int, completion_len: int, kl: AdaptiveKLController,
+                 seed: int = 0):
+        check_range("num_sequences", num_sequences, 1)
+        check_range("completion_len", completion_len, 1)
+        if prompts.shape[1] + completion_len > reference.config.block_size:
+            raise MinippoError(f"Prompts of {prompts.shape[1]} tokens plus completions of {completion_len} "
+                               f"do not fit the model's context of {reference.config.block_size} tokens.")
+        self.prompts, self.reference, self.reward_model = prompts, reference, reward_model
+        self.tokenizer, self.annotator, self.kl = tokenizer, annotator, kl
+        self.num_sequences, self.completion_len = num_sequences, completion_len
+        self.generator = torch.Generator(device=prompts.device).manual_seed(seed)
+
+    @torch.no_grad()
+    def generate(self, policy: GPTActorCritic, prompts: Tensor) -> tuple[Tensor, Tensor]:
+        """Sample completions: ``(tokens [n, P + T], log_probs [T, n])``."""
+        was_training = policy.training
+        policy.eval()  # no dropout while acting
+        tokens, log_probs = sample(policy.gpt, prompts, self.completion_len, self.generator)
+        policy.train(was_training)
+        return tokens, log_probs.T
+
+    def documents(self, tokens: Tensor) -> list[str]:
+        """What the annotator reads in each sequence of ``tokens`` ``[n, P + T]``: prompt and response."""
+        return [document_text(self.tokenizer, row) for row in tokens]
+
+    @torch.no_grad()
+    def collect(self, policy: GPTActorCritic) -> TextBatch:
+        T, N = self.completion_len, self.num_sequences
+        which = torch.randint(len(self.prompts), (N,), generator=self.generator, device=self.prompts.device)
+        tokens, log_probs = self.generate(policy, self.prompts[which])
+        P = tokens.shape[1] - T
+        actions = tokens[:, P:].T  # [T, N]
+
+        logits, values = policy.forward_completion(tokens, T)
+        values = values.T  # [T, N]
+        ref_logits, _ = self.reference(tokens[:, :-1])
+        ref_log_probs_all = F.log_softmax(ref_logits[:, P - 1:], dim=-1).transpose(0, 1)  # [T, N, V]
+        ref_log_probs = ref_log_probs_all.gather(2, actions.unsqueeze(-1)).squeeze(-1)
+        log_probs_all = F.log_softmax(logits, dim=-1).transpose(0, 1)
+
+        ends = response_ends(tokens, P, self.tokenizer.eot_id)
+        scores = self.reward_model(tokens, ends)
+        beta = self.kl.beta
+        rewards = kl_penalised_rewards(log_probs, ref_log_probs, scores, ends - P, beta)
+
+        dones = torch.zeros_like(rewards)
+        dones[-1] = 1.0
+        # V(s_{t+1}) is the value of the next token's state; after the last token the episode is over.
+        next_values = torch.cat([values[1:], torch.zeros_like(values[:1])])
+
+        documents = self.documents(tokens)
+        gold = [self.annotator.gold_reward(d) for d in documents]
+        kl_sequence = (log_probs - ref_log_probs).sum(0)  # [N]
+        kl_exact = (log_probs_all.exp() * (log_probs_all - ref_log_probs_all)).sum() / N
+        entropy = -(log_probs_all.exp() * log_probs_all).sum(-1).mean()
+        self.kl.update(float(kl_sequence.mean()))
+        info = {"rm_score": float(scores.mean()), "gold_reward": sum(gold) / N,
+                "kl_ref": float(kl_sequence.mean()), "kl_ref_exact": float(kl_exact),
+                "beta": beta, "token_entropy": float(entropy),
+                "response_length": float((ends - P + 1).float().mean())}
+        return TextBatch(obs=tokens, actions=actions, log_probs=log_probs, values=values, rewards=rewards,
+                         dones=dones, next_values=next_values,
+                         valid=torch.ones_like(rewards, dtype=torch.bool),
+                         episode_returns=rewards.sum(0).tolist(), episode_lengths=[T] * N, info=info)
