@@ -171,7 +171,7 @@ class VPG:
         """One VPG iteration on ``batch`` (a :class:`minippo.rollout.Batch` with advantages and returns).
 
         ``progress`` (the fraction of training done) is accepted for the shared loop and unused.
-        Returns policy_loss, value_loss, entropy, approx_kl (the exact mean KL(π_old ‖ π_new) over the
+        Returns policy_loss, value_loss, entropy, kl (the exact mean KL(π_old ‖ π_new) over the
         batch after the policy step), explained_variance (of V_old for R), policy_lr, value_lr.
 
         Raises:
@@ -197,7 +197,7 @@ class VPG:
         value_loss = fit_value_function(self.policy, self.value_optimizer, batch, c.value_iterations,
                                         c.value_minibatch_size, self.generator)
         return {"policy_loss": policy_loss.item(), "value_loss": value_loss, "entropy": entropy.item(),
-                "approx_kl": kl.item(), "explained_variance": explained_variance(data.values, data.returns),
+                "kl": kl.item(), "explained_variance": explained_variance(data.values, data.returns),
                 "policy_lr": c.policy_lr, "value_lr": c.value_lr}
 
     def state_dict(self) -> dict:

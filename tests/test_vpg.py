@@ -72,7 +72,7 @@ def test_update_takes_one_adam_step_along_the_policy_gradient():
     # Adam's first step is lr · m/√v = lr · sign(gradient), in the ascent direction of the objective.
     torch.testing.assert_close(policy.logits.detach() - before, lr * expected_gradient.sign(),
                                rtol=1e-3, atol=1e-7)
-    assert stats["approx_kl"] > 0
+    assert stats["kl"] > 0
     assert stats["policy_lr"] == lr
     # The baseline was fitted by its own optimiser towards the returns (3.0).
     assert abs(policy.value_head.item() - 3.0) < abs(0.0 - 3.0)
