@@ -48,13 +48,21 @@ class GPTConfig:
 
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention where position i attends to positions ≤ i only (the causal mask makes
-    every position's output independent of later tokens, which next-token prediction needs)."""
+    every position's output independent of later tokens, which next-token prediction needs).
+
+    Written out as a masked softmax rather than with ``F.scaled_dot_product_attention``: TRPO's
+    Fisher-vector product differentiates twice, and PyTorch's fused CPU attention kernel has no second
+    derivative.
+    """
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.n_head, self.dropout = config.n_head, config.dropout
+        self.n_head = config.n_head
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+        L = config.block_size
+        self.register_buffer("causal", torch.ones(L, L, dtype=torch.bool).tril(), persistent=False)
 
     def forward(self, x: Tensor, cache: list[Tensor] | None = None) -> Tensor:  # x: [B, L, d]
         B, L, d = x.shape
@@ -64,10 +72,12 @@ class CausalSelfAttention(nn.Module):
             if cache:
                 k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
             cache[:] = [k, v]
-        # softmax(q kᵀ / √d_head + causal mask) v, fused (Vaswani et al. 2017, eq. 1). With a cache,
-        # tokens arrive one at a time after the prompt, and one new query may see every cached key.
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=L > 1,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        # softmax(q kᵀ / √d_head + causal mask) v (Vaswani et al. 2017, eq. 1); the L queries are the
+        # last L of the k.shape[2] positions.
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # [B, heads, L, L_k]
+        start = k.shape[2] - L
+        scores = scores.masked_fill(~self.causal[start:start + L, :k.shape[2]], float("-inf"))
+        y = self.dropout(scores.softmax(dim=-1)) @ v
         return self.proj(y.transpose(1, 2).reshape(B, L, d))
 
 

@@ -1,0 +1,371 @@
+"""RLHF in miniature, end to end: corpus → pretrained GPT → reward model → RL with VPG, TRPO or PPO.
+
+::
+
+    corpus ──► tokenizer ──► pretrain GPT (next-character cross-entropy) ─┬─► π_ref (frozen copy)
+                                                                          ├─► π (policy, + value_head)
+                                                                          └─► reward model body
+    annotator (hidden rule) ──► noisy preference pairs ──► reward model r_φ (Bradley–Terry)
+    prompts ──► TextRollout(π, π_ref, r_φ) ──► TextBatch [T, N] ──► minippo.train.run_loop
+                                                     (the same GAE and the same algorithm code as Gymnasium)
+
+The first two stages are cached on disk, keyed by a hash of the corpus and of every setting that shapes
+them, so a second run with the same corpus and model starts at RL.
+
+Example::
+
+    from minippo.lm.rlhf import RLHFConfig, run_rlhf
+    result = run_rlhf(RLHFConfig(algo="ppo", beta=0.1, iterations=60), out="runs/rlhf")
+    print(result.summary["before"]["gold_reward"], result.summary["after"]["gold_reward"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import MinippoError, check_range
+from ..logger import load_checkpoint, save_checkpoint, write_json
+from ..train import ALGORITHMS, RunResult, resolve_device, run_loop
+from .corpus import Annotator, CharTokenizer, corpus_hash, document_text, load_corpus, make_prompts
+from .gpt import GPT, GPTConfig, PretrainConfig, pretrain, sample
+from .reward_model import RewardModel, RewardModelConfig, response_ends, train_reward_model
+from .text_rollout import AdaptiveKLController, GPTActorCritic, TextRollout
+
+# RLHF hyperparameters per algorithm: fields of its config dataclass (ppo.PPOConfig, vpg.VPGConfig,
+# trpo.TRPOConfig). The policy starts from a good model, so every step is small: PPO's learning rate is
+# ~10× below its Gymnasium default; minibatch_size counts tokens (16 sequences of 48 tokens). VPG and
+# TRPO fit the value head with few steps, since each one runs the whole GPT.
+DEFAULTS: dict[str, dict] = {
+    "ppo": dict(learning_rate=1e-4, anneal_lr=False, num_epochs=4, minibatch_size=16 * 48, clip_range=0.2,
+                value_coef=0.5, entropy_coef=0.0, max_grad_norm=1.0),
+    "vpg": dict(policy_lr=3e-4, value_lr=1e-3, value_iterations=10, value_minibatch_size=16 * 48),
+    "trpo": dict(max_kl=0.01, damping=0.1, value_lr=1e-3, value_iterations=10, value_minibatch_size=16 * 48),
+}
+
+
+@dataclass
+class RLHFConfig:
+    """Every setting of an RLHF run, with typical ranges.
+
+    algo            "vpg", "trpo" or "ppo": the unchanged update classes of ``minippo.train.ALGORITHMS``.
+    iterations      collect/update iterations of RL (20 – 300).
+    beta            β, the KL coefficient of the per-token penalty (0.01 – 0.5; reward-model scores are
+                    normalised to std 1, KL is in nats).
+    kl_target       None for a fixed β, or the KL(π‖π_ref) in nats per sequence that the adaptive
+                    controller of Ziegler et al. 2019 steers β towards (2 – 20).
+    seed            seeds pretraining, preference data, the policy's sampling and the update.
+    device          "auto" (CUDA if present), "cpu" or "cuda".
+    corpus          path of a UTF-8 text file (one document per line); None: the generated reviews.
+    num_documents   size of the generated corpus (ignored with ``corpus``).
+    prompt_chars    characters of a document that form a prompt (after an end-of-text token).
+    completion_len  T, tokens generated per prompt; prompt + completion must fit ``model.block_size``.
+    num_sequences   N, sequences per batch (32 – 256); a batch has T·N tokens.
+    gamma, gae_lambda  GAE(γ, λ) over the tokens of a sequence; γ = 1: the score is not discounted.
+    model           :class:`minippo.lm.gpt.GPTConfig` fields except vocab_size.
+    pretrain        :class:`minippo.lm.gpt.PretrainConfig`.
+    reward          :class:`minippo.lm.reward_model.RewardModelConfig`.
+    hyperparameters overrides of the algorithm's config (see :data:`DEFAULTS`).
+    """
+
+    algo: str = "ppo"
+    iterations: int = 60
+    beta: float = 0.1
+    kl_target: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    corpus: str | None = None
+    num_documents: int = 6000
+    prompt_chars: int = 8
+    completion_len: int = 48
+    num_sequences: int = 64
+    gamma: float = 1.0
+    gae_lambda: float = 0.95
+    model: dict = field(default_factory=lambda: dict(block_size=64, n_layer=2, n_head=4, n_embd=64))
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    reward: RewardModelConfig = field(default_factory=RewardModelConfig)
+    hyperparameters: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.algo not in DEFAULTS:
+            raise MinippoError(f"Unknown algorithm {self.algo!r} for RLHF; choose one of {sorted(DEFAULTS)}.")
+        check_range("iterations", self.iterations, 1)
+        check_range("beta", self.beta, 0)
+        if self.kl_target is not None:
+            check_range("kl_target", self.kl_target, 0, low_inclusive=False)
+        check_range("prompt_chars", self.prompt_chars, 1)
+        check_range("completion_len", self.completion_len, 1)
+        check_range("num_sequences", self.num_sequences, 1)
+        check_range("gamma", self.gamma, 0, 1)
+        check_range("gae_lambda", self.gae_lambda, 0, 1)
+        unknown = set(self.model) - ({f.name for f in dataclasses.fields(GPTConfig)} - {"vocab_size"})
+        if unknown:
+            raise MinippoError(f"Unknown model setting(s) {sorted(unknown)}; valid: block_size, n_layer, "
+                               "n_head, n_embd, dropout (vocab_size comes from the corpus).")
+        if 1 + self.prompt_chars + self.completion_len > self.model.get("block_size", 64):
+            raise MinippoError(f"1 + prompt_chars ({self.prompt_chars}) + completion_len "
+                               f"({self.completion_len}) must fit the context block_size="
+                               f"{self.model.get('block_size', 64)}; shorten them or enlarge the model.")
+
+    def algorithm_config(self):
+        """The algorithm's config dataclass: :data:`DEFAULTS` with ``hyperparameters`` on top.
+
+        Raises:
+            MinippoError: the algorithm is not registered in ``minippo.train.ALGORITHMS``, a name is
+                not a field of its config, or a value is out of range.
+        """
+        if self.algo not in ALGORITHMS:
+            raise MinippoError(f"The {self.algo} update is not available in minippo.train.ALGORITHMS "
+                               f"(registered: {sorted(ALGORITHMS)}).")
+        config_cls = ALGORITHMS[self.algo][1]
+        merged = {**DEFAULTS[self.algo], **self.hyperparameters}
+        fields = {f.name for f in dataclasses.fields(config_cls)}
+        if set(merged) - fields:
+            raise MinippoError(f"Unknown hyperparameter(s) {sorted(set(merged) - fields)} for {self.algo}; "
+                               f"valid names: {sorted(fields)}.")
+        try:
+            return config_cls(**merged)
+        except TypeError as e:
+            raise MinippoError(f"Bad hyperparameter value: {e}") from None
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _freeze(module: torch.nn.Module) -> torch.nn.Module:
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def pretrained_gpt(corpus: str, tokenizer: CharTokenizer, config: RLHFConfig, device: torch.device,
+                   cache_dir: Path, log: Callable | None = print) -> tuple[GPT, dict]:
+    """The pretrained GPT, frozen, loaded from ``cache_dir`` or trained (and then cached).
+
+    Returns ``(gpt, stats)`` with the pretraining losses of :func:`minippo.lm.gpt.pretrain` and
+    ``cached`` (whether it was loaded)."""
+    gpt_config = GPTConfig(vocab_size=tokenizer.vocab_size, **config.model)
+    key = _key("pretrain", corpus_hash(corpus), tokenizer.chars, dataclasses.asdict(gpt_config),
+               dataclasses.asdict(config.pretrain), config.seed)
+    path = cache_dir / f"pretrain-{key}.pt"
+    torch.manual_seed(config.seed)
+    gpt = GPT(gpt_config).to(device)
+    if path.exists():
+        state = load_checkpoint(path, map_location=device)
+        gpt.load_state_dict(state["model"])
+        stats = {**state["stats"], "cached": True}
+        if log:
+            log(f"pretrained model loaded from {path}")
+    else:
+        ids = torch.tensor(tokenizer.encode(corpus), dtype=torch.long)
+        stats = pretrain(gpt, ids, tokenizer.eot_id, config.pretrain, seed=config.seed, log=log)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(path, {"model": gpt.state_dict(), "stats": stats, "vocab": tokenizer.chars})
+        stats = {**stats, "cached": False}
+    return _freeze(gpt), stats
+
+
+def trained_reward_model(gpt: GPT, prompts: torch.Tensor, tokenizer: CharTokenizer, annotator: Annotator,
+                         corpus: str, config: RLHFConfig, cache_dir: Path,
+                         log: Callable | None = print) -> tuple[RewardModel, dict]:
+    """The reward model, frozen, loaded from ``cache_dir`` or trained on fresh preference pairs."""
+    key = _key("reward", corpus_hash(corpus), dataclasses.asdict(gpt.config),
+               dataclasses.asdict(config.pretrain), dataclasses.asdict(config.reward), config.prompt_chars,
+               config.completion_len, config.seed)
+    path = cache_dir / f"reward-{key}.pt"
+    if path.exists():
+        reward_model = RewardModel(gpt)
+        state = load_checkpoint(path, map_location=prompts.device)
+        reward_model.load_state_dict(state["model"])
+        stats = {**state["stats"], "cached": True}
+        if log:
+            log(f"reward model loaded from {path}")
+    else:
+        reward_model, stats = train_reward_model(gpt, prompts, tokenizer, annotator, config.completion_len,
+                                                 config.reward, seed=config.seed, log=log)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(path, {"model": reward_model.state_dict(), "stats": stats})
+        stats = {**stats, "cached": False}
+    return _freeze(reward_model), stats
+
+
+@torch.no_grad()
+def evaluate_samples(model: GPT, reference: GPT, reward_model: RewardModel, prompts: torch.Tensor,
+                     tokenizer: CharTokenizer, annotator: Annotator, completion_len: int,
+                     num_samples: int = 512, seed: int = 1234) -> dict[str, float]:
+    """Mean reward-model score, gold reward and KL(π‖π_ref) (mean Σ_t log π/π_ref, nats per sequence) of
+    ``num_samples`` completions of ``model``, the prompts cycled in order. Same seed, same prompts."""
+    generator = torch.Generator(device=prompts.device).manual_seed(seed)
+    which = torch.arange(num_samples, device=prompts.device) % len(prompts)
+    tokens, log_probs = sample(model, prompts[which], completion_len, generator)
+    P = prompts.shape[1]
+    ref_logits, _ = reference(tokens[:, :-1])
+    ref_log_probs = torch.log_softmax(ref_logits[:, P - 1:], -1).gather(2, tokens[:, P:, None]).squeeze(-1)
+    scores = reward_model(tokens, response_ends(tokens, P, tokenizer.eot_id))
+    gold = [annotator.gold_reward(document_text(tokenizer, row)) for row in tokens]
+    return {"rm_score": float(scores.mean()), "gold_reward": sum(gold) / len(gold),
+            "kl_ref": float((log_probs - ref_log_probs).sum(1).mean())}
+
+
+@torch.no_grad()
+def show_completions(model: GPT, prompts: torch.Tensor, tokenizer: CharTokenizer, annotator: Annotator,
+                     completion_len: int, seed: int = 99) -> list[tuple[str, float]]:
+    """One completion per prompt (the same sampling seed every call): ``[(document, gold), ...]``."""
+    generator = torch.Generator(device=prompts.device).manual_seed(seed)
+    tokens, _ = sample(model, prompts, completion_len, generator)
+    return [(doc, annotator.gold_reward(doc)) for doc in (document_text(tokenizer, row) for row in tokens)]
+
+
+@dataclass
+class RLHFResult:
+    """What :func:`run_rlhf` reports. ``summary`` is also written to ``run_dir/summary.json``."""
+
+    run_dir: Path
+    run: RunResult
+    summary: dict
+
+
+def run_rlhf(config: RLHFConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
+             show_progress: bool = True, log: Callable | None = print) -> RLHFResult:
+    """Run corpus → pretraining → reward model → RL and write a run folder.
+
+    ``out`` (default ``runs/rlhf-<algo>-s<seed>-<time>``) receives ``config.json``, ``progress.csv``
+    (one row per iteration: rm_score, gold_reward, kl_ref, beta, token_entropy, and the algorithm's
+    statistics), ``checkpoint.pt`` (the policy) and ``summary.json`` (pretraining losses, reward-model
+    accuracy, and score / gold / KL of 512 samples before and after RL). ``cache_dir`` (default
+    ``<out>/../cache``) keeps the pretrained model and the reward model between runs.
+
+    Raises:
+        MinippoError: bad settings or corpus, an algorithm not registered, CUDA asked for without a GPU,
+            or a NaN loss (:class:`minippo.errors.NonFiniteLossError`).
+    """
+    say = log or (lambda *_: None)
+    algorithm_config = config.algorithm_config()
+    device = resolve_device(config.device)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(out) if out is not None else Path("runs") / f"rlhf-{config.algo}-s{config.seed}-{stamp}"
+    cache_dir = Path(cache_dir) if cache_dir is not None else run_dir.parent / "cache"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+
+    corpus = load_corpus(config.corpus, config.num_documents, config.seed)
+    tokenizer = CharTokenizer.from_text(corpus)
+    annotator = Annotator(corpus)
+    prompts = make_prompts(corpus, tokenizer, config.prompt_chars).to(device)
+    say(f"corpus: {len(corpus)} characters, {corpus.count(chr(10))} documents, vocabulary "
+        f"{tokenizer.vocab_size}, {len(prompts)} distinct prompts; device {device}")
+
+    reference, pretrain_stats = pretrained_gpt(corpus, tokenizer, config, device, cache_dir, log)
+    pt = pretrain_stats
+    say(f"pretrained: train loss {pt['train_loss']:.3f}, val loss {pt['val_loss']:.3f} nats/char "
+        f"(unigram entropy {pt['unigram_entropy']:.3f})")
+    reward_model, reward_stats = trained_reward_model(reference, prompts, tokenizer, annotator, corpus,
+                                                      config, cache_dir, log)
+    say(f"reward model: held-out accuracy vs gold {reward_stats['val_accuracy']:.3f} (the noisy labels "
+        f"agree with gold {reward_stats['label_accuracy']:.3f}), {reward_stats['num_pairs']} pairs")
+
+    torch.manual_seed(config.seed)
+    policy = GPTActorCritic(reference)
+    algorithm_cls = ALGORITHMS[config.algo][0]
+    algorithm = algorithm_cls(policy, algorithm_config, seed=config.seed)
+    kl = AdaptiveKLController(config.beta, config.kl_target)
+    source = TextRollout(prompts, reference, reward_model, tokenizer, annotator, config.num_sequences,
+                         config.completion_len, kl, seed=config.seed)
+    shown = prompts[:min(6, len(prompts))]
+    before_samples = show_completions(reference, shown, tokenizer, annotator, config.completion_len)
+    evaluate = lambda model: evaluate_samples(model, reference, reward_model, prompts, tokenizer,  # noqa: E731
+                                              annotator, config.completion_len)
+    before = evaluate(reference)
+
+    config_dict = {"rlhf": dataclasses.asdict(config), "algorithm": dataclasses.asdict(algorithm_config)}
+    write_json(run_dir / "config.json",
+               {**config_dict, "device_used": str(device), "torch": torch.__version__})
+
+    def checkpoint_extra() -> dict:
+        return {"config": config_dict, "vocab": tokenizer.chars, "beta": kl.beta,
+                "gpt_config": dataclasses.asdict(reference.config)}
+
+    run = run_loop(source, policy, algorithm, num_iterations=config.iterations, gamma=config.gamma,
+                   gae_lambda=config.gae_lambda, run_dir=run_dir, checkpoint_extra=checkpoint_extra,
+                   show_progress=show_progress, desc=f"rlhf {config.algo}")
+    policy.eval()
+    after = evaluate(policy.gpt)
+    after_samples = show_completions(policy.gpt, shown, tokenizer, annotator, config.completion_len)
+
+    summary = {"algo": config.algo, "beta_initial": config.beta, "beta_final": kl.beta,
+               "iterations": run.iterations, "status": run.status, "pretrain": pretrain_stats,
+               "reward_model": reward_stats, "before": before, "after": after,
+               "rl_time_s": run.time_s, "total_time_s": time.perf_counter() - start,
+               "samples_before": before_samples, "samples_after": after_samples}
+    write_json(run_dir / "summary.json", summary)
+    if log:
+        log("\ncompletions before RL → after RL (gold reward in brackets):")
+        for (b, gb), (a, ga) in zip(before_samples, after_samples):
+            log(f"  [{gb:+.0f}] {b!r}\n  [{ga:+.0f}] {a!r}\n")
+        log(f"{'':12s}{'RM score':>10s}{'gold':>8s}{'KL(π‖π_ref)':>14s}   (means of 512 samples)")
+        for name, s in (("before RL", before), ("after RL", after)):
+            log(f"{name:12s}{s['rm_score']:10.3f}{s['gold_reward']:8.3f}{s['kl_ref']:14.2f}")
+        log(f"total time {summary['total_time_s']:.0f} s (RL {run.time_s:.0f} s); run folder: {run_dir}")
+    return RLHFResult(run_dir, run, summary)
+
+
+
+def config_from_overrides(algo: str = "ppo", **overrides) -> RLHFConfig:
+    """An :class:`RLHFConfig` from flat ``KEY=VALUE`` overrides, as the command line passes them.
+
+    Keys are fields of :class:`RLHFConfig` (``num_sequences``), dotted fields of its parts
+    (``model.n_embd``, ``pretrain.steps``, ``reward.num_pairs``), or else hyperparameters of the
+    algorithm (``learning_rate``), checked when the algorithm's config is built. ``None`` values are
+    ignored.
+
+    Raises:
+        MinippoError: an unknown dotted name or a bad value.
+    """
+    top = {f.name for f in dataclasses.fields(RLHFConfig)} - {"model", "pretrain", "reward", "algo"}
+    parts = {"pretrain": PretrainConfig, "reward": RewardModelConfig}
+    model_fields = {f.name for f in dataclasses.fields(GPTConfig)} - {"vocab_size"}
+    kwargs, nested, hyperparameters = {}, {"model": {}, "pretrain": {}, "reward": {}}, {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        section, dot, name = key.partition(".")
+        if dot:
+            valid = (model_fields if section == "model" else
+                     {f.name for f in dataclasses.fields(parts[section])} if section in parts else set())
+            if name not in valid:
+                raise MinippoError(f"Unknown setting {key!r}; valid dotted names: model.<one of "
+                                   f"{sorted(model_fields)}>, pretrain.<field of PretrainConfig>, "
+                                   "reward.<field of RewardModelConfig>.")
+            nested[section][name] = value
+        elif key in top:
+            kwargs[key] = value
+        else:
+            hyperparameters[key] = value
+    defaults = RLHFConfig()
+    try:
+        return RLHFConfig(algo=algo, model={**defaults.model, **nested["model"]},
+                          pretrain=PretrainConfig(**{**dataclasses.asdict(defaults.pretrain),
+                                                     **nested["pretrain"]}),
+                          reward=RewardModelConfig(**{**dataclasses.asdict(defaults.reward),
+                                                      **nested["reward"]}),
+                          hyperparameters={**kwargs.pop("hyperparameters", {}), **hyperparameters}, **kwargs)
+    except TypeError as e:
+        raise MinippoError(f"Bad setting: {e}") from None
+
+
+def cmd_rlhf(args, hp: dict) -> int:
+    """``minippo rlhf``: parse the flags into an :class:`RLHFConfig` and run it."""
+    config = config_from_overrides(args.algo, beta=args.beta, kl_target=args.kl_target,
+                                   iterations=args.iterations, seed=args.seed, device=args.device,
+                                   corpus=args.corpus, **hp)
+    result = run_rlhf(config, out=args.out, cache_dir=args.cache_dir, show_progress=not args.no_progress)
+    return 130 if result.run.status == "interrupted" else 0

@@ -1,0 +1,200 @@
+"""The RLHF pipeline on a tiny model: pretraining, the reward model, the text rollout, a short RL run,
+and the promise that the very same update classes train Gymnasium and text policies.
+
+One module-scoped fixture pretrains the tiny GPT and its reward model once (about a minute on one core);
+the CLI test reuses them through the on-disk cache.
+"""
+
+import copy
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from minippo import ppo, trpo, vpg
+from minippo.cli import main
+from minippo.envs import make_vec_env
+from minippo.lm.corpus import Annotator, CharTokenizer, load_corpus, make_prompts
+from minippo.lm.gpt import PretrainConfig
+from minippo.lm.reward_model import RewardModelConfig
+from minippo.lm.rlhf import (
+    DEFAULTS,
+    RLHFConfig,
+    config_from_overrides,
+    evaluate_samples,
+    pretrained_gpt,
+    run_rlhf,
+    trained_reward_model,
+)
+from minippo.lm.text_rollout import AdaptiveKLController, GPTActorCritic, TextBatch, TextRollout
+from minippo.policies import MLPActorCritic
+from minippo.rollout import GymRollout, compute_gae
+from minippo.train import ALGORITHMS, run_loop
+
+torch.set_num_threads(1)
+
+CONFIG = RLHFConfig(algo="ppo", iterations=2, beta=0.1, seed=0, device="cpu", num_documents=2000,
+                    prompt_chars=8, completion_len=48, num_sequences=32,
+                    model=dict(block_size=64, n_layer=2, n_head=2, n_embd=48),
+                    pretrain=PretrainConfig(steps=1000, batch_size=32, eval_every=1000),
+                    reward=RewardModelConfig(num_pairs=4000, epochs=5))
+# The same settings as command-line overrides (they must give the same cache keys).
+CLI_HP = ["num_documents=2000", "completion_len=48", "num_sequences=16", "model.block_size=64",
+          "model.n_layer=2", "model.n_head=2", "model.n_embd=48", "pretrain.steps=1000",
+          "pretrain.eval_every=1000", "reward.num_pairs=4000", "reward.epochs=5"]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("lm-cache")
+
+
+@pytest.fixture(scope="module")
+def pipeline(cache_dir):
+    corpus = load_corpus(None, CONFIG.num_documents, CONFIG.seed)
+    tokenizer = CharTokenizer.from_text(corpus)
+    annotator = Annotator(corpus)
+    prompts = make_prompts(corpus, tokenizer, CONFIG.prompt_chars)
+    reference, pretrain_stats = pretrained_gpt(corpus, tokenizer, CONFIG, torch.device("cpu"), cache_dir,
+                                               log=None)
+    reward_model, reward_stats = trained_reward_model(reference, prompts, tokenizer, annotator, corpus,
+                                                      CONFIG, cache_dir, log=None)
+    return dict(corpus=corpus, tokenizer=tokenizer, annotator=annotator, prompts=prompts,
+                reference=reference, pretrain_stats=pretrain_stats, reward_model=reward_model,
+                reward_stats=reward_stats)
+
+
+def make_source(pipeline, num_sequences=32, beta=0.1, seed=0):
+    return TextRollout(pipeline["prompts"], pipeline["reference"], pipeline["reward_model"],
+                       pipeline["tokenizer"], pipeline["annotator"], num_sequences, CONFIG.completion_len,
+                       AdaptiveKLController(beta), seed=seed)
+
+
+def test_pretraining_loss_falls_far_below_the_unigram_entropy(pipeline):
+    stats = pipeline["pretrain_stats"]
+    assert stats["val_loss"] < 0.25 * stats["unigram_entropy"], stats
+    assert not any(p.requires_grad for p in pipeline["reference"].parameters())  # π_ref is frozen
+
+
+def test_reward_model_agrees_with_the_annotator_on_held_out_pairs(pipeline):
+    stats = pipeline["reward_stats"]
+    assert stats["val_accuracy"] >= 0.85, stats
+    assert stats["label_accuracy"] < 0.97  # the labels it learned from were noisy
+
+
+def test_text_batch_log_probs_equal_one_forward_pass_of_evaluate(pipeline):
+    policy = GPTActorCritic(pipeline["reference"])
+    source = make_source(pipeline, num_sequences=8, beta=0.2)
+    batch = source.collect(policy)
+    T, N = CONFIG.completion_len, 8
+    assert isinstance(batch, TextBatch) and batch.num_steps == T * N
+    assert batch.actions.shape == batch.log_probs.shape == batch.rewards.shape == (T, N)
+    assert batch.obs.shape == (N, CONFIG.prompt_chars + 1 + T)
+    batch.advantages, batch.returns = compute_gae(batch.rewards, batch.values, batch.next_values,
+                                                  batch.dones, 1.0, 0.95)
+    with torch.no_grad():
+        dist, values = policy.evaluate(batch.all())
+    assert torch.allclose(dist.log_prob(batch.actions), batch.log_probs, atol=1e-4)
+    assert torch.allclose(values, batch.values, atol=1e-5)
+    # Episode structure: one episode per sequence, done and no bootstrap at the last token only.
+    assert batch.dones[-1].eq(1).all() and batch.dones[:-1].eq(0).all()
+    assert batch.next_values[-1].eq(0).all() and torch.equal(batch.next_values[:-1], batch.values[1:])
+    # The policy is π_ref here, so the KL penalty is ~0 and each return is the reward-model score.
+    assert abs(batch.info["kl_ref"]) < 1e-3 and batch.info["kl_ref_exact"] < 1e-4
+    assert batch.info["rm_score"] == pytest.approx(sum(batch.episode_returns) / N, abs=1e-3)
+    assert set(batch.info) >= {"rm_score", "gold_reward", "kl_ref", "beta", "token_entropy"}
+
+
+def test_short_ppo_run_raises_gold_reward_at_bounded_kl(pipeline, tmp_path):
+    p = pipeline
+    torch.manual_seed(0)
+    policy = GPTActorCritic(p["reference"])
+    cls, config_cls, _ = ALGORITHMS["ppo"]
+    algorithm = cls(policy, config_cls(**{**DEFAULTS["ppo"], "minibatch_size": 8 * CONFIG.completion_len}),
+                    seed=0)
+    result = run_loop(make_source(p), policy, algorithm, num_iterations=15, gamma=1.0, gae_lambda=0.95,
+                      run_dir=tmp_path, checkpoint_extra=lambda: {}, show_progress=False)
+    assert result.iterations == 15 and (tmp_path / "progress.csv").exists()
+    evaluate = lambda model: evaluate_samples(model, p["reference"], p["reward_model"], p["prompts"],  # noqa: E731
+                                              p["tokenizer"], p["annotator"], CONFIG.completion_len, 256)
+    before, after = evaluate(p["reference"]), evaluate(policy.gpt)
+    assert after["rm_score"] > before["rm_score"] + 0.3, (before, after)
+    assert after["gold_reward"] > before["gold_reward"] + 0.3, (before, after)
+    assert 0 < after["kl_ref"] < 15.0, after
+
+
+def gym_batch(policy, envs):
+    batch = GymRollout(envs, num_steps=16, seed=0).collect(policy)
+    batch.advantages, batch.returns = compute_gae(batch.rewards, batch.values, batch.next_values,
+                                                  batch.dones, 0.99, 0.95)
+    return batch
+
+
+@pytest.mark.parametrize("algo", ["vpg", "trpo", "ppo"])
+def test_the_same_algorithm_classes_train_gymnasium_and_text(pipeline, algo):
+    module = {"vpg": vpg, "trpo": trpo, "ppo": ppo}[algo]
+    cls, config_cls, _ = ALGORITHMS[algo]
+    assert cls is getattr(module, algo.upper()) and config_cls is getattr(module, f"{algo.upper()}Config")
+
+    envs = make_vec_env("CartPole-v1", 2)
+    torch.manual_seed(0)
+    mlp = MLPActorCritic(4, envs.single_action_space)
+    text_policy = GPTActorCritic(pipeline["reference"])
+    hp = {**DEFAULTS[algo], **({"num_epochs": 1} if algo == "ppo" else {"value_iterations": 2})}
+    for policy, batch in ((mlp, gym_batch(mlp, envs)), (text_policy, None)):
+        if batch is None:
+            batch = make_source(pipeline, num_sequences=8).collect(policy)
+            batch.advantages, batch.returns = compute_gae(batch.rewards, batch.values, batch.next_values,
+                                                          batch.dones, 1.0, 0.95)
+        before = copy.deepcopy(policy.state_dict())
+        stats = cls(policy, config_cls(**hp), seed=0).update(batch, progress=0.0)
+        assert all(math.isfinite(v) for v in stats.values()), stats
+        changed = [k for k, v in policy.state_dict().items() if not torch.equal(v, before[k])]
+        assert any(not k.startswith(("critic", "value_head")) for k in changed), (algo, changed)
+    envs.close()
+
+
+def test_cli_second_run_starts_at_rl_from_the_cache(pipeline, cache_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["rlhf", "--algo", "ppo", "--iterations", "2", "--device", "cpu", "--out", str(out),
+            "--cache-dir", str(cache_dir), "--no-progress"] + [a for hp in CLI_HP for a in ("--hp", hp)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "pretrained model loaded" in printed and "reward model loaded" in printed
+    assert "before RL" in printed and "after RL" in printed
+    for name in ("config.json", "progress.csv", "checkpoint.pt", "summary.json"):
+        assert (out / name).exists(), name
+    header = (out / "progress.csv").read_text().splitlines()[0].split(",")
+    assert {"rm_score", "gold_reward", "kl_ref", "beta", "approx_kl", "clip_fraction"} <= set(header)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--beta", "-1"], "beta=-1"),
+    (["--corpus", "/nonexistent/corpus.txt"], "does not exist"),
+    (["--hp", "model.n_layers=3"], "Unknown setting 'model.n_layers'"),
+    (["--hp", "completion_len=100"], "must fit the context"),
+    (["--hp", "learning_rat=1e-3"], "Unknown hyperparameter"),
+])
+def test_cli_bad_input_is_one_clear_line(args, message, tmp_path, capsys):
+    assert main(["rlhf", "--out", str(tmp_path / "r"), "--no-progress"] + args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minippo: error:") and message in err
+
+
+def test_config_from_overrides_routes_keys():
+    config = config_from_overrides("trpo", beta=None, num_sequences=16, **{"model.n_embd": 32},
+                                   max_kl=0.02)
+    assert config.num_sequences == 16 and config.model["n_embd"] == 32 and config.beta == 0.1
+    assert config.algorithm_config().max_kl == 0.02
+    assert dataclasses.asdict(config)["pretrain"]["steps"] == PretrainConfig().steps
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_rlhf_runs_on_cuda(tmp_path):
+    config = dataclasses.replace(CONFIG, device="cuda", pretrain=PretrainConfig(steps=50, eval_every=50),
+                                 reward=RewardModelConfig(num_pairs=64, epochs=1))
+    result = run_rlhf(config, out=tmp_path / "run", cache_dir=tmp_path / "cache", show_progress=False,
+                      log=None)
+    assert result.run.iterations == 2 and math.isfinite(result.summary["after"]["kl_ref"])
