@@ -79,7 +79,7 @@ def overoptimisation_figure(sweep: dict[float, tuple[list[dict], dict]], path: P
         for ax, key in zip(axes, ("rm_score", "gold_reward")):
             ax.plot(kl, smooth(np.array([r[key] for r in rows])), color=cmap(i / max(1, len(betas) - 1)),
                     alpha=0.8, label=f"β = {beta:g}")
-    final = [sweep[b][1]["after"] for b in betas]
+    final = sorted((sweep[b][1]["after"] for b in betas), key=lambda f: f["kl_ref"])
     before = sweep[betas[0]][1]["before"]
     titles = ("reward-model score (the proxy being optimised)", "gold reward (the annotator)")
     for ax, key, title in zip(axes, ("rm_score", "gold_reward"), titles):

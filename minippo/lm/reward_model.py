@@ -8,6 +8,13 @@ Pipeline::
              ──► reward model r(x, y) trained on −log σ(r(x, y_w) − r(x, y_l))
 
 Symbols: ``n`` pairs, ``P`` prompt tokens, ``T`` completion tokens, ``L = P + T``.
+
+What the proxy gets wrong (measured with the default settings, held-out accuracy 0.94 against the
+noiseless gold ordering): it learns the *sign* of a review far better than the *count* the annotator
+sums ("the soup was great." scores 1.13, with a second glowing clause 1.27, gold 1 vs 2), and it has
+never seen text far from the pretrained model's, so it rates "the soupffresh." (gold −1) as highly as a
+real review. Attention averages over positions, which makes counting hard for a last-token readout of a
+tiny model. RL with a small KL coefficient finds and exploits exactly these gaps (``minippo.lm.figures``).
 """
 
 from __future__ import annotations

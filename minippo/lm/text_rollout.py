@@ -47,6 +47,9 @@ class GPTActorCritic(nn.Module):
     poor early value estimate cannot damage the pretrained text distribution. Parameter names follow
     the convention VPG and TRPO split on: ``value_head.*`` is the value function, ``gpt.*`` the policy.
 
+    Dropout is switched off in the copy: the policy-gradient algorithms need π_θ(a|s) to be exactly the
+    distribution the tokens were sampled from.
+
     Args:
         gpt: the pretrained model; deep-copied, so the caller's copy stays the frozen reference.
     """
@@ -54,6 +57,9 @@ class GPTActorCritic(nn.Module):
     def __init__(self, gpt: GPT):
         super().__init__()
         self.gpt = copy.deepcopy(gpt).requires_grad_(True)  # trainable even if ``gpt`` is the frozen π_ref
+        for module in self.gpt.modules():  # the ratio π_θ/π_old must compare the sampling distribution
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
         d = gpt.config.n_embd
         self.value_head = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1))
         nn.init.zeros_(self.value_head[2].weight)  # V ≡ 0 at first: returns are centred near 0
@@ -154,7 +160,7 @@ class AdaptiveKLController:
 
 
 class TextRollout:
-    """Collects :class:`TextBatch` es: prompts → completions sampled from the policy → rewards.
+    """The text rollout source: prompts → completions sampled from the policy → a :class:`TextBatch`.
 
     Every call draws ``N`` prompts at random, samples ``T`` tokens after each from the current policy at
     temperature 1 (so the log-probabilities are on-policy), scores each response (the completion up to
@@ -204,6 +210,8 @@ class TextRollout:
 
     @torch.no_grad()
     def collect(self, policy: GPTActorCritic) -> TextBatch:
+        """One batch of ``N`` sequences of ``T`` generated tokens (see the class docstring); then the
+        adaptive β, if any, is updated with this batch's KL."""
         T, N = self.completion_len, self.num_sequences
         which = torch.randint(len(self.prompts), (N,), generator=self.generator, device=self.prompts.device)
         tokens, log_probs = self.generate(policy, self.prompts[which])
