@@ -35,7 +35,7 @@ DEFAULTS: dict[str, dict] = {
                         learning_rate=1e-3, anneal_lr=True, num_epochs=20, minibatch_size=256,
                         clip_range=0.2, anneal_clip_range=True, entropy_coef=0.0),
     "Acrobot-v1": dict(total_steps=200_000, num_envs=16, num_steps=256, gamma=0.99, gae_lambda=0.94,
-                       num_epochs=4, minibatch_size=256, normalize_obs=True),
+                       num_epochs=4, minibatch_size=64, normalize_obs=True),
     "Pendulum-v1": dict(total_steps=200_000, num_envs=4, num_steps=1024, gamma=0.9, gae_lambda=0.95,
                         learning_rate=1e-3, anneal_lr=False, num_epochs=10, minibatch_size=64,
                         clip_range=0.2),
