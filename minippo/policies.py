@@ -6,6 +6,7 @@ A *policy* is anything with the three methods the rollout and the algorithms use
     value(obs)      -> values                           (V(s) for GAE, one pass over the rollout)
     evaluate(mb)    -> dist, values                     (the update; ``dist`` is a torch Distribution
                                                           whose batch shape is the minibatch shape S)
+    values(mb)      -> values                           (value fitting in VPG/TRPO, without the actor)
 
 ``minippo.lm`` gives a small GPT with a value head the same three methods, so VPG, TRPO and PPO train
 either without knowing which.
@@ -93,3 +94,7 @@ class MLPActorCritic(nn.Module):
     def evaluate(self, mb) -> tuple[Distribution, Tensor]:
         """``(π(·|s), V(s))`` for the observations of a :class:`minippo.rollout.Minibatch`, with gradient."""
         return self.distribution(mb.obs), self.value(mb.obs)
+
+    def values(self, mb) -> Tensor:
+        """V(s) ``[*S]`` for the observations of a minibatch, with gradient (the critic alone)."""
+        return self.value(mb.obs)

@@ -124,7 +124,7 @@ def fit_value_function(policy: nn.Module, optimizer: torch.optim.Optimizer, batc
     Used by VPG and TRPO, which (unlike PPO) fit the value function separately from the policy.
 
     Args:
-        policy: has ``evaluate(minibatch) -> (dist, values)``; only ``values`` is used.
+        policy: has ``values(minibatch) -> values`` (V(s) with gradient, shaped like the minibatch).
         optimizer: steps the value parameters only (see :func:`split_parameters`), so the policy
             is left as it is even where a network shares layers between the two.
         batch: a :class:`minippo.rollout.Batch` with ``returns`` set (R, in reward units).
@@ -140,7 +140,7 @@ def fit_value_function(policy: nn.Module, optimizer: torch.optim.Optimizer, batc
     stream = _value_minibatches(batch, minibatch_size, generator)
     for _ in range(iterations):
         mb = next(stream)
-        _, values = policy.evaluate(mb)
+        values = policy.values(mb)  # the critic alone: the actor's forward pass is not needed here
         value_loss = ((values - mb.returns) ** 2).mean()
         check_finite(value_loss, "value loss")
         optimizer.zero_grad(set_to_none=True)

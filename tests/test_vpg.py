@@ -46,6 +46,9 @@ class BanditPolicy(nn.Module):
         shape = mb.actions.shape
         return Categorical(logits=self.logits.expand(*shape, 3)), self.value_head.expand(shape)
 
+    def values(self, mb):
+        return self.evaluate(mb)[1]
+
 
 def _bandit_batch(actions, advantages, returns):
     T = len(actions)

@@ -82,6 +82,10 @@ class GPTActorCritic(nn.Module):
         logits, values = self.forward_completion(mb.obs, mb.actions.shape[0])
         return Categorical(logits=logits.transpose(0, 1), validate_args=False), values.transpose(0, 1)
 
+    def values(self, mb: Minibatch) -> Tensor:
+        """V(s_t) ``[T, n]`` for a minibatch of whole sequences (value fitting in VPG/TRPO)."""
+        return self.evaluate(mb)[1]
+
 
 @dataclass
 class TextBatch(Batch):
