@@ -129,10 +129,10 @@ class PPO:
 
     def __init__(self, policy: nn.Module, config: PPOConfig, seed: int = 0):
         self.policy, self.config = policy, config
-        # fused: one kernel for all parameters instead of a Python loop over them (a large share of an
-        # update step's time for small networks).
+        # foreach: one batched operation over all parameters instead of a Python loop over them (a
+        # noticeable share of an update step for small networks). eps=1e-5 as in OpenAI baselines.
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5,
-                                          fused=True)
+                                          foreach=True)
         self.generator = torch.Generator().manual_seed(seed)
 
     def update(self, batch, progress: float) -> dict[str, float]:
