@@ -1,5 +1,7 @@
 """The errors minippo raises on bad input. The command line prints them without a traceback."""
 
+import torch
+
 
 class MinippoError(Exception):
     """Bad input: the message names the problem and how to fix it (unknown env id, unsupported space,
@@ -27,3 +29,12 @@ def check_range(name: str, value: float, low: float | None = None, high: float |
         left = ("[" if low_inclusive else "(") + (f"{low:g}" if low is not None else "-inf")
         right = (f"{high:g}" if high is not None else "inf") + ("]" if high_inclusive else ")")
         raise MinippoError(f"{name}={value!r} is out of range: it must be in {left}, {right}.")
+
+
+def check_finite(loss: torch.Tensor, what: str) -> None:
+    """Raise :class:`NonFiniteLossError` (before any gradient step) if ``loss`` is NaN or infinite."""
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(
+            f"The {what} is {loss.item()}. Training stopped before applying this update; the last "
+            "checkpoint is from the previous iteration. Try a smaller learning rate, observation/reward "
+            "normalisation, or check the environment's rewards for NaN.")

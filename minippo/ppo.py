@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import NonFiniteLossError, check_range
+from .errors import check_finite, check_range
+from .rollout import explained_variance
 
 # Tuned defaults per environment (rl-zoo3's tables where they exist). Keys are fields of PPOConfig or of
 # minippo.train.TrainConfig; "default" is used for any env not listed.
@@ -101,21 +102,6 @@ def clipped_surrogate_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor,
     unclipped = ratio * advantages
     clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range) * advantages
     return -torch.min(unclipped, clipped).mean(), ratio
-
-
-def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
-    """1 − Var[R − V] / Var[R]: 1 is a perfect value function, 0 no better than a constant."""
-    var = returns.var()
-    return float("nan") if var == 0 else float(1 - (returns - values).var() / var)
-
-
-def check_finite(loss: torch.Tensor, what: str) -> None:
-    """Raise :class:`NonFiniteLossError` (before any gradient step) if ``loss`` is NaN or infinite."""
-    if not torch.isfinite(loss):
-        raise NonFiniteLossError(
-            f"The {what} is {loss.item()}. Training stopped before applying this update; the last "
-            "checkpoint is from the previous iteration. Try a smaller learning rate, observation/reward "
-            "normalisation, or check the environment's rewards for NaN.")
 
 
 class PPO:

@@ -221,3 +221,9 @@ class GymRollout:
                      next_values=next_values, valid=torch.as_tensor(valid, device=self.device),
                      episode_returns=episode_returns,
                      episode_lengths=episode_lengths)
+
+
+def explained_variance(values: Tensor, returns: Tensor) -> float:
+    """1 − Var[R − V] / Var[R]: 1 is a perfect value function, 0 no better than a constant."""
+    var = returns.var()
+    return float("nan") if var == 0 else float(1 - (returns - values).var() / var)

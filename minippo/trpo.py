@@ -34,8 +34,8 @@ from torch import Tensor, nn
 from torch.distributions import kl_divergence
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from .errors import check_range
-from .ppo import check_finite, explained_variance
+from .errors import check_finite, check_range
+from .rollout import explained_variance
 from .vpg import fit_value_function, normalize, split_parameters
 
 # Defaults per environment. Keys are fields of TRPOConfig or of minippo.train.TrainConfig; "default" is

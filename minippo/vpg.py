@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import kl_divergence
 
-from .errors import check_range
-from .ppo import check_finite, explained_variance
+from .errors import check_finite, check_range
+from .rollout import explained_variance
 
 # Defaults per environment. Keys are fields of VPGConfig or of minippo.train.TrainConfig; "default" is
 # used for any env not listed ("default" is Spinning Up's VPG: 4000 steps per batch, policy lr 3e-4).

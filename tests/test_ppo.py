@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from minippo import train
-from minippo.ppo import clipped_surrogate_loss, explained_variance
+from minippo.ppo import clipped_surrogate_loss
+from minippo.rollout import explained_variance
 
 
 def _surrogate_grad(ratio: float, advantage: float, clip_range: float = 0.2) -> float:
