@@ -20,7 +20,7 @@ fields and methods of :class:`Batch`; the algorithms use nothing else, so they n
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import gymnasium as gym
 import numpy as np
@@ -51,6 +51,10 @@ class Minibatch:
     values: Tensor
     advantages: Tensor
     returns: Tensor
+
+    def select(self, index: Tensor) -> Minibatch:
+        """The transitions at ``index`` (an index tensor into the leading dimension) of every field."""
+        return Minibatch(*(getattr(self, f.name)[index] for f in fields(self)))
 
 
 @dataclass
@@ -119,9 +123,7 @@ class Batch:
         n = data.log_probs.shape[0]
         order = torch.randperm(n, generator=generator).to(data.log_probs.device)
         for start in range(0, n, minibatch_size):
-            idx = order[start:start + minibatch_size]
-            yield Minibatch(data.obs[idx], data.actions[idx], data.log_probs[idx], data.values[idx],
-                            data.advantages[idx], data.returns[idx])
+            yield data.select(order[start:start + minibatch_size])
 
 
 def compute_gae(rewards: Tensor, values: Tensor, next_values: Tensor, dones: Tensor,

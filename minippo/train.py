@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,7 +159,6 @@ def run_loop(source, policy: torch.nn.Module, algorithm, *, num_iterations: int,
     run_dir.mkdir(parents=True, exist_ok=True)
     logger = CSVLogger(run_dir / "progress.csv")
     all_returns: list[float] = []
-    recent = deque(maxlen=10)
     global_step, start = 0, time.perf_counter()
     result = RunResult(run_dir, 0, 0, 0.0, all_returns)
     # Steps are env steps (tokens for text); tqdm shows steps/s itself.
@@ -174,13 +172,12 @@ def run_loop(source, policy: torch.nn.Module, algorithm, *, num_iterations: int,
 
             global_step += batch.num_steps
             all_returns += batch.episode_returns
-            recent.extend(batch.episode_returns)
             elapsed = time.perf_counter() - start
             row = {"iteration": iteration, "global_step": global_step, "time_s": round(elapsed, 3),
                    "episodic_return_mean": _mean(batch.episode_returns),
                    "episodic_length_mean": _mean(batch.episode_lengths),
                    "episodes": len(batch.episode_returns),
-                   "rolling_return_mean": _mean(recent),
+                   "rolling_return_mean": _mean(all_returns[-10:]),
                    "steps_per_s": round(global_step / elapsed, 1), **batch.info, **stats}
             logger.log(row)
             save_checkpoint(run_dir / "checkpoint.pt", {
@@ -189,7 +186,7 @@ def run_loop(source, policy: torch.nn.Module, algorithm, *, num_iterations: int,
             result.iterations, result.global_step, result.time_s = iteration, global_step, elapsed
             if bar.total is None:
                 bar.total = num_iterations * batch.num_steps
-            bar.set_postfix(iter=iteration, ret=f"{_mean(recent):.1f}", refresh=False)
+            bar.set_postfix(iter=iteration, ret=f"{_mean(all_returns[-10:]):.1f}", refresh=False)
             bar.update(batch.num_steps)
     except KeyboardInterrupt:
         result.status = "interrupted"
