@@ -118,9 +118,13 @@ class Batch:
     def minibatches(self, minibatch_size: int, generator: torch.Generator | None = None
                     ) -> Iterator[Minibatch]:
         """Shuffle the valid transitions and yield minibatches of ``minibatch_size`` (the last one may be
-        smaller). One pass over this iterator is one epoch."""
+        smaller). One pass over this iterator is one epoch. If one minibatch holds the whole batch, it
+        is yielded as it is: the order of the transitions does not change a mean over all of them."""
         data = self.all()
         n = data.log_probs.shape[0]
+        if minibatch_size >= n:
+            yield data
+            return
         order = torch.randperm(n, generator=generator).to(data.log_probs.device)
         for start in range(0, n, minibatch_size):
             yield data.select(order[start:start + minibatch_size])

@@ -217,7 +217,7 @@ class TRPO:
     def __init__(self, policy: nn.Module, config: TRPOConfig, seed: int = 0):
         self.policy, self.config = policy, config
         self.policy_params, value_params = split_parameters(policy)
-        self.value_optimizer = torch.optim.Adam(value_params, lr=config.value_lr)
+        self.value_optimizer = torch.optim.Adam(value_params, lr=config.value_lr, fused=True)
         self.generator = torch.Generator().manual_seed(seed)
 
     def update(self, batch, progress: float) -> dict[str, float]:

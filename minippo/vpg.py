@@ -163,8 +163,8 @@ class VPG:
     def __init__(self, policy: nn.Module, config: VPGConfig, seed: int = 0):
         self.policy, self.config = policy, config
         policy_params, value_params = split_parameters(policy)
-        self.policy_optimizer = torch.optim.Adam(policy_params, lr=config.policy_lr)
-        self.value_optimizer = torch.optim.Adam(value_params, lr=config.value_lr)
+        self.policy_optimizer = torch.optim.Adam(policy_params, lr=config.policy_lr, fused=True)
+        self.value_optimizer = torch.optim.Adam(value_params, lr=config.value_lr, fused=True)
         self.generator = torch.Generator().manual_seed(seed)
 
     def update(self, batch, progress: float) -> dict[str, float]:
