@@ -164,7 +164,7 @@ class GymRollout:
     """Collects ``[T, N]`` batches from a Gymnasium vector env (``N = envs.num_envs``).
 
     Autoreset: we keep Gymnasium's default ``AutoresetMode.NEXT_STEP``, because Gymnasium's vector
-    ``NormalizeObservation`` / ``NormalizeReward`` wrappers require it. In that mode the observation
+    ``NormalizeObservation`` wrapper requires it (Gymnasium 1.4). In that mode the observation
     returned on the step where an episode ends *is* the final observation, so the next step's value
     estimate V(s_{t+1}) is exactly the bootstrap value a truncated episode needs; a terminated one gets 0.
     The step after an episode ends is an *autoreset step*: the env ignores the action, resets and returns
