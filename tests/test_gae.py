@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minippo.envs import make_vec_env
-from minippo.rollout import GymRollout, compute_gae
+from minippo.rollout import Batch, GymRollout, compute_gae
 
 
 def brute_force_gae(rewards, values, next_values, dones, gamma, lam):
@@ -149,3 +149,26 @@ def test_value_reaches_one_over_one_minus_gamma_only_with_bootstrapping():
         opt.step()
     assert abs(critic_bias.item() - 1 / (1 - gamma)) < 0.1
     envs.close()
+
+
+def _batch_with_invalid_steps(T: int = 6, N: int = 3) -> Batch:
+    g = torch.Generator().manual_seed(0)
+    rand = lambda: torch.rand((T, N), generator=g)
+    valid = torch.ones((T, N), dtype=torch.bool)
+    valid[2, 1] = valid[4, 0] = False  # two autoreset steps
+    batch = Batch(obs=torch.arange(T * N, dtype=torch.float32).reshape(T, N, 1), actions=torch.zeros(T, N),
+                  log_probs=rand(), values=rand(), rewards=rand(), dones=torch.zeros(T, N),
+                  next_values=rand(), valid=valid)
+    batch.advantages, batch.returns = rand(), rand()
+    return batch
+
+
+@pytest.mark.parametrize("minibatch_size", [1, 4, 16, 17, 1000])
+def test_minibatches_cover_every_valid_transition_once(minibatch_size):
+    batch = _batch_with_invalid_steps()
+    seen = [mb.obs.reshape(-1) for mb in batch.minibatches(minibatch_size, torch.Generator().manual_seed(1))]
+    expected = batch.obs.reshape(-1)[batch.valid.reshape(-1)]  # 16 valid transitions
+    assert all(len(s) <= minibatch_size for s in seen)
+    assert torch.equal(torch.cat(seen).sort().values, expected.sort().values)
+    if minibatch_size >= len(expected):  # one minibatch: the whole batch
+        assert len(seen) == 1
