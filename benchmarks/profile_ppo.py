@@ -12,6 +12,8 @@ Run it on a quiet machine: anything else running perturbs the figures.
 from __future__ import annotations
 
 import platform
+import tempfile
+from pathlib import Path
 
 import gymnasium as gym
 import torch
@@ -42,14 +44,14 @@ def main() -> None:
     batch = source.collect(policy)
     batch.advantages, batch.returns = compute_gae(batch.rewards, batch.values, batch.next_values,
                                                   batch.dones, train_config.gamma, train_config.gae_lambda)
-    mb = next(batch.minibatches(ppo_config.minibatch_size))
+    mb, clip_range = next(batch.minibatches(ppo_config.minibatch_size)), ppo_config.clip_range
     obs, actions = batch.obs[0], batch.actions[0].numpy()
     bare_envs = envs
     while isinstance(bare_envs, gym.vector.VectorWrapper):  # down to the SyncVectorEnv
         bare_envs = bare_envs.env
 
     def backward():
-        loss, _ = ppo.loss(mb, 0.2)
+        loss, _ = ppo.loss(mb, clip_range)
         ppo.optimizer.zero_grad(set_to_none=True)
         loss.backward()
 
@@ -57,6 +59,7 @@ def main() -> None:
         dist = policy.distribution(obs)
     x, linear = torch.randn(mb.obs.shape[0], 64), nn.Linear(64, 64)
     state = {"policy": policy.state_dict(), "algorithm": ppo.state_dict()}
+    tmp = tempfile.TemporaryDirectory()
     rows = {  # label: (µs per call, calls per iteration)
         "rollout: policy.act (actor, Categorical sample, log-prob)": (median_us(lambda: policy.act(obs)), T),
         "  of which Categorical(logits) + sample": (median_us(
@@ -66,18 +69,19 @@ def main() -> None:
         "  of which the bare SyncVectorEnv": (median_us(lambda: bare_envs.step(actions)), T),
         "rollout: collect() incl. V(s) pass, per step": (median_us(lambda: source.collect(policy)) / T, T),
         "GAE": (median_us(lambda: compute_gae(batch.rewards, batch.values, batch.next_values, batch.dones,
-                                            0.98, 0.8)), 1),
+                                            train_config.gamma, train_config.gae_lambda)), 1),
         "update: forward, policy.evaluate (actor + critic)": (median_us(lambda: policy.evaluate(mb)), epochs),
         "update: forward + PPO loss + backward": (median_us(backward), epochs),
         "update: clip_grad_norm_": (median_us(lambda: nn.utils.clip_grad_norm_(policy.parameters(), 1e9)),
                                     epochs),
         "update: Adam step (fused)": (median_us(ppo.optimizer.step), epochs),
-        "update: statistics (one no-grad pass)": (median_us(lambda: ppo.statistics(batch, 0.2)), 1),
-        "checkpoint save": (median_us(lambda: save_checkpoint("/tmp/minippo_profile.pt", state)), 1),
+        "update: statistics (one no-grad pass)": (median_us(lambda: ppo.statistics(batch, clip_range)), 1),
+        "checkpoint save": (median_us(lambda: save_checkpoint(Path(tmp.name) / "checkpoint.pt", state)), 1),
         "kernel: tanh on [256, 64]": (median_us(lambda: torch.tanh(x)), 4 * epochs),
         "kernel: Linear 64→64 on [256, 64]": (median_us(lambda: linear(x)), 2 * epochs),
     }
     envs.close()
+    tmp.cleanup()
 
     print(f"PPO on CartPole-v1, one iteration = {T}×{N} env steps and {epochs} gradient steps "
           f"(torch {torch.__version__}, {platform.processor() or platform.machine()}, 1 thread)\n")
