@@ -25,10 +25,18 @@ import torch
 from torch import nn
 
 from .errors import check_finite, check_range
-from .rollout import explained_variance
+from .rollout import explained_variance, masked_mean, normalize_advantages
 
-# Tuned defaults per environment (rl-zoo3's tables where they exist). Keys are fields of PPOConfig or of
-# minippo.train.TrainConfig; "default" is used for any env not listed.
+# Defaults per environment: rl-zoo3's tables (hyperparams/ppo.yml) where they exist. Keys are fields of
+# PPOConfig or of minippo.train.TrainConfig; "default" is used for any env not listed. rl-zoo3 keeps
+# the learning rate constant unless it writes lin_..., so anneal_lr is set to False there. Where minippo
+# still differs from rl-zoo3:
+#   - total_steps: Acrobot 200k (rl-zoo3 1M) and Pendulum 200k (rl-zoo3 100k), the budgets VPG and
+#     TRPO use too, so that the three are compared on one budget per task;
+#   - Pendulum: rl-zoo3 explores with gSDE (use_sde, sde_sample_freq=4), which minippo does not
+#     implement; minippo samples a plain state-independent diagonal Gaussian instead;
+#   - rl-zoo3's "normalize: true" (Acrobot) is VecNormalize of observations and rewards, here
+#     normalize_obs and normalize_reward (Gymnasium's wrappers).
 DEFAULTS: dict[str, dict] = {
     "default": dict(total_steps=500_000, num_envs=8, num_steps=256, gamma=0.99, gae_lambda=0.95,
                     learning_rate=3e-4, num_epochs=10, minibatch_size=256),
@@ -36,12 +44,14 @@ DEFAULTS: dict[str, dict] = {
                         learning_rate=1e-3, anneal_lr=True, num_epochs=20, minibatch_size=256,
                         clip_range=0.2, anneal_clip_range=True, entropy_coef=0.0),
     "Acrobot-v1": dict(total_steps=200_000, num_envs=16, num_steps=256, gamma=0.99, gae_lambda=0.94,
-                       num_epochs=4, minibatch_size=64, normalize_obs=True),
+                       learning_rate=3e-4, anneal_lr=False, num_epochs=4, minibatch_size=64,
+                       normalize_obs=True, normalize_reward=True),
     "Pendulum-v1": dict(total_steps=200_000, num_envs=4, num_steps=1024, gamma=0.9, gae_lambda=0.95,
                         learning_rate=1e-3, anneal_lr=False, num_epochs=10, minibatch_size=64,
                         clip_range=0.2),
     "LunarLander-v3": dict(total_steps=1_000_000, num_envs=16, num_steps=1024, gamma=0.999,
-                           gae_lambda=0.98, num_epochs=4, minibatch_size=64, entropy_coef=0.01),
+                           gae_lambda=0.98, learning_rate=3e-4, anneal_lr=False, num_epochs=4,
+                           minibatch_size=64, entropy_coef=0.01),
 }
 
 
@@ -88,12 +98,14 @@ class PPOConfig:
 
 
 def clipped_surrogate_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor,
-                           advantages: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, torch.Tensor]:
+                           advantages: torch.Tensor, clip_range: float,
+                           mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``−L^CLIP`` (PPO eq. 7) and the probability ratio.
 
     Args:
         log_probs: log π_θ(a|s), ``[*S]``, with gradient. old_log_probs: log π_old(a|s), ``[*S]``.
         advantages: Â, ``[*S]``. clip_range: ε.
+        mask: ``[*S]`` bool, the positions that are transitions (None: all); the mean is over them.
 
     Returns ``(loss, ratio)``. Where the ratio is already past 1+ε with Â > 0 (or below 1−ε with
     Â < 0) the min picks the clipped, constant term, so those samples give no gradient.
@@ -101,7 +113,7 @@ def clipped_surrogate_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor,
     ratio = (log_probs - old_log_probs).exp()
     unclipped = ratio * advantages
     clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range) * advantages
-    return -torch.min(unclipped, clipped).mean(), ratio
+    return -masked_mean(torch.min(unclipped, clipped), mask), ratio
 
 
 class PPO:
@@ -156,19 +168,21 @@ class PPO:
         c = self.config
         dist, values = self.policy.evaluate(mb)
         log_probs = dist.log_prob(mb.actions)
+        mask = mb.mask  # every mean is over the transitions only (see Minibatch)
         advantages = mb.advantages
-        if c.normalize_advantages and advantages.numel() > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        if c.normalize_advantages:
+            advantages = normalize_advantages(advantages, mask)
 
-        policy_loss, ratio = clipped_surrogate_loss(log_probs, mb.log_probs, advantages, clip_range)
+        policy_loss, ratio = clipped_surrogate_loss(log_probs, mb.log_probs, advantages, clip_range, mask)
         if c.clip_value_loss:  # keep V near V_old, as the policy is kept near π_old
             clipped_values = mb.values + (values - mb.values).clamp(-clip_range, clip_range)
-            value_loss = torch.max((values - mb.returns) ** 2, (clipped_values - mb.returns) ** 2).mean()
+            squared_errors = torch.max((values - mb.returns) ** 2, (clipped_values - mb.returns) ** 2)
+            value_loss = masked_mean(squared_errors, mask)
         else:
-            value_loss = ((values - mb.returns) ** 2).mean()
+            value_loss = masked_mean((values - mb.returns) ** 2, mask)
         loss = policy_loss + c.value_coef * value_loss
         if c.entropy_coef > 0:  # (skipped at 0, where it would only add work)
-            loss = loss - c.entropy_coef * dist.entropy().mean()
+            loss = loss - c.entropy_coef * masked_mean(dist.entropy(), mask)
         parts = {"policy_loss": policy_loss, "value_loss": value_loss, "dist": dist,
                  "ratio": ratio, "log_ratio": log_probs - mb.log_probs}
         return loss, parts
@@ -185,12 +199,12 @@ class PPO:
         """
         data = batch.all()
         _, parts = self.loss(data, clip_range)
-        ratio, log_ratio = parts["ratio"], parts["log_ratio"]
+        ratio, log_ratio, mask = parts["ratio"], parts["log_ratio"], data.mask
         return {"policy_loss": parts["policy_loss"].item(), "value_loss": parts["value_loss"].item(),
-                "entropy": parts["dist"].entropy().mean().item(),
-                "approx_kl": ((ratio - 1.0) - log_ratio).mean().item(),
-                "clip_fraction": ((ratio - 1.0).abs() > clip_range).float().mean().item(),
-                "explained_variance": explained_variance(data.values, data.returns)}
+                "entropy": masked_mean(parts["dist"].entropy(), mask).item(),
+                "approx_kl": masked_mean((ratio - 1.0) - log_ratio, mask).item(),
+                "clip_fraction": masked_mean(((ratio - 1.0).abs() > clip_range).float(), mask).item(),
+                "explained_variance": explained_variance(data.values, data.returns, mask)}
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict()}

@@ -12,7 +12,8 @@ ever forming the Fisher matrix F (TRPO Appendix C). Per iteration::
 
     g  = ∇θ L(θ_old)                                   policy gradient of the surrogate
     x  ≈ F⁻¹ g                                         conjugate gradient, using only products F v
-    β  = sqrt(2δ / xᵀ F x)                             the largest step along x with ½ βx F βx = δ
+    β  = sqrt(2δ / xᵀ(F + λI)x)                        the step along x whose damped quadratic KL
+                                                       model ½ (βx)ᵀ(F + λI)(βx) is δ
     line search: θ = θ_old + 0.5^k β x, k = 0, 1, ..   first k with L(θ) > L(θ_old) and KL ≤ δ
                                                        (none: keep θ_old)
     V  ← value_iterations Adam steps on mean((V(s) − R)²)    (shared with VPG)
@@ -35,8 +36,8 @@ from torch.distributions import kl_divergence
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from .errors import check_finite, check_range
-from .rollout import explained_variance
-from .vpg import fit_value_function, normalize, split_parameters
+from .rollout import explained_variance, masked_mean, normalize_advantages
+from .vpg import fit_value_function, split_parameters
 
 # Defaults per environment. Keys are fields of TRPOConfig or of minippo.train.TrainConfig; "default" is
 # used for any env not listed. Each tuned entry reached a near-solved return on seed 0 within its
@@ -69,8 +70,10 @@ class TRPOConfig:
     value_lr              Adam step size of the value regression (1e-4 – 1e-2).
     value_iterations      Adam steps on the value loss per batch (5 – 100).
     value_minibatch_size  transitions per value step; None fits on the whole batch every step.
-    normalize_advantages  standardise Â over the whole batch (the step size is set by δ, not by the
-                          scale of Â, so this changes only the line search's numbers).
+    normalize_advantages  standardise Â over the whole batch. Rescaling Â alone would not move the
+                          step (its length is set by δ), but subtracting the mean acts as a constant
+                          baseline and changes the direction g, so TRPO's steps differ with and
+                          without it (see :func:`minippo.rollout.normalize_advantages`).
     """
 
     max_kl: float = 0.01
@@ -98,17 +101,19 @@ class TRPOConfig:
             check_range("value_minibatch_size", self.value_minibatch_size, 1)
 
 
-def surrogate_objective(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor) -> Tensor:
+def surrogate_objective(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor,
+                        mask: Tensor | None = None) -> Tensor:
     """``L(θ) = mean(ratio · Â)`` with ``ratio = exp(log π_θ(a|s) − log π_old(a|s))`` (TRPO eq. 14).
 
     At θ = θ_old its gradient is the policy gradient ``mean(∇θ log π_θ(a|s) · Â)``.
 
     Args:
-        log_probs: log π_θ(a|s) ``[B]``. old_log_probs: log π_old(a|s) ``[B]``. advantages: Â ``[B]``.
+        log_probs: log π_θ(a|s) ``[*S]``. old_log_probs: log π_old(a|s) ``[*S]``. advantages: Â ``[*S]``.
+        mask: ``[*S]`` bool, the positions that are transitions (None: all); the mean is over them.
 
     Returns a scalar, in units of Â (to be *maximised*).
     """
-    return (torch.exp(log_probs - old_log_probs) * advantages).mean()
+    return masked_mean(torch.exp(log_probs - old_log_probs) * advantages, mask)
 
 
 def flat_grad(output: Tensor, params: Sequence[Tensor], **kwargs) -> Tensor:
@@ -242,7 +247,10 @@ class TRPO:
         c = self.config
         params = self.policy_params
         data = batch.all()
-        advantages = normalize(data.advantages) if c.normalize_advantages else data.advantages
+        mask = data.mask  # every mean is over the transitions only (see minippo.rollout.Minibatch)
+        advantages = data.advantages
+        if c.normalize_advantages:
+            advantages = normalize_advantages(advantages, mask)
         with torch.no_grad():
             # π_old as a detached distribution. Its log-probs are recomputed rather than read from the
             # batch so that the ratio and the KL are measured against exactly the same π_old.
@@ -251,8 +259,8 @@ class TRPO:
 
         # g = ∇θ L(θ_old), the policy gradient.
         dist, _ = self.policy.evaluate(data)
-        surrogate = surrogate_objective(dist.log_prob(data.actions), old_log_probs, advantages)
-        kl = kl_divergence(old_dist, dist).mean()
+        surrogate = surrogate_objective(dist.log_prob(data.actions), old_log_probs, advantages, mask)
+        kl = masked_mean(kl_divergence(old_dist, dist), mask)
         check_finite(surrogate, "TRPO surrogate objective")
         check_finite(kl, "TRPO mean KL")
         g = flat_grad(surrogate, params, retain_graph=True)
@@ -262,7 +270,9 @@ class TRPO:
         Fvp = lambda v: fisher_vector_product(kl_gradient, params, v, c.damping)
         x, cg_residual = conjugate_gradient(Fvp, g, c.cg_iterations, c.cg_residual_tol)
 
-        # β = sqrt(2δ / xᵀFx): the step whose quadratic KL estimate ½(βx)ᵀF(βx) is exactly δ.
+        # β = sqrt(2δ / xᵀ(F + λI)x): the step whose damped quadratic KL model ½(βx)ᵀ(F + λI)(βx) is δ.
+        # The undamped model ½(βx)ᵀF(βx) = δ·xᵀFx / (xᵀFx + λ‖x‖²) is a little below δ (about 0.008 –
+        # 0.009 for δ = 0.01 here), and the line search checks the true KL in any case.
         x_F_x = (x @ Fvp(x)).item()
         step_size = math.sqrt(2 * c.max_kl / x_F_x) if x_F_x > 0 else 0.0
         full_step = (step_size * x).detach()
@@ -270,8 +280,9 @@ class TRPO:
         @torch.no_grad()
         def surrogate_and_kl() -> tuple[float, float]:
             new_dist, _ = self.policy.evaluate(data)
-            new_surrogate = surrogate_objective(new_dist.log_prob(data.actions), old_log_probs, advantages)
-            return new_surrogate.item(), kl_divergence(old_dist, new_dist).mean().item()
+            new_surrogate = surrogate_objective(new_dist.log_prob(data.actions), old_log_probs, advantages,
+                                                mask)
+            return new_surrogate.item(), masked_mean(kl_divergence(old_dist, new_dist), mask).item()
 
         old_params = parameters_to_vector(params).detach()
         steps, improvement, new_kl = line_search(params, full_step, surrogate_and_kl, c.max_kl,
@@ -282,8 +293,8 @@ class TRPO:
                                         c.value_minibatch_size, self.generator)
         return {"kl": new_kl, "surrogate_improvement": improvement, "line_search_steps": steps,
                 "cg_residual": cg_residual.item(), "step_norm": step_norm, "value_loss": value_loss,
-                "entropy": old_dist.entropy().mean().item(),
-                "explained_variance": explained_variance(data.values, data.returns)}
+                "entropy": masked_mean(old_dist.entropy(), mask).item(),
+                "explained_variance": explained_variance(data.values, data.returns, mask)}
 
     def state_dict(self) -> dict:
         return {"value_optimizer": self.value_optimizer.state_dict()}

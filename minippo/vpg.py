@@ -9,8 +9,14 @@ Per iteration, on a batch collected by the current policy π_θ with GAE advanta
     repeat value_iterations times:
         φ  ← one Adam step on mean( (V_φ(s) − R)² )   fit the baseline by regression on the returns
 
-The baseline V only reduces the variance of g; it never biases it. The policy and the value function have
-separate optimisers (and learning rates), because they are fitted to different objectives.
+What the baseline V does to g depends on λ. With λ = 1, Â_t is the discounted return minus V(s_t): a
+baseline that depends only on the state, which lowers the variance of g and never biases it. With
+λ < 1, GAE also *bootstraps* from V (Â_t sums TD residuals r + γV(s') − V(s)), so an inaccurate V
+biases g in exchange for a further drop in variance (GAE paper, §3). In a two-step example with a wrong
+critic the expected gradient is +0.2475 (the true one) at λ = 1, +0.2327 at λ = 0.97, 0 at λ = 0.5 and
+−0.2475 at λ = 0 (see ``test_gae_lambda_below_one_biases_the_gradient_when_the_critic_is_wrong`` in
+``tests/test_vpg.py``). The policy and the value function have separate optimisers (and learning
+rates), because they are fitted to different objectives.
 
 Symbols: ``B`` is the number of valid transitions in the batch (see :mod:`minippo.rollout`).
 """
@@ -25,7 +31,7 @@ from torch import Tensor, nn
 from torch.distributions import kl_divergence
 
 from .errors import check_finite, check_range
-from .rollout import explained_variance
+from .rollout import explained_variance, masked_mean, normalize_advantages
 
 # Defaults per environment. Keys are fields of VPGConfig or of minippo.train.TrainConfig; "default" is
 # used for any env not listed ("default" is Spinning Up's VPG: 4000 steps per batch, policy lr 3e-4).
@@ -51,7 +57,9 @@ class VPGConfig:
     value_lr              Adam step size of the value-function regression (1e-4 – 1e-2).
     value_iterations      Adam steps on the value loss per batch (10 – 100; Spinning Up uses 80).
     value_minibatch_size  transitions per value step; None fits on the whole batch every step.
-    normalize_advantages  standardise Â over the whole batch (changes only the scale of g).
+    normalize_advantages  standardise Â over the whole batch. Subtracting the mean acts as a constant
+                          baseline, so this changes the estimate of g, not only its scale (see
+                          :func:`minippo.rollout.normalize_advantages`).
     """
 
     policy_lr: float = 3e-4
@@ -86,23 +94,17 @@ def split_parameters(policy: nn.Module) -> tuple[list[nn.Parameter], list[nn.Par
     return policy_params, value_params
 
 
-def normalize(advantages: Tensor) -> Tensor:
-    """Standardise ``advantages`` ``[B]`` to mean 0 and std 1 (unchanged if ``B == 1``)."""
-    if advantages.numel() < 2:
-        return advantages
-    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-
-
-def policy_gradient_loss(log_probs: Tensor, advantages: Tensor) -> Tensor:
+def policy_gradient_loss(log_probs: Tensor, advantages: Tensor, mask: Tensor | None = None) -> Tensor:
     """``−mean(log π_θ(a|s) · Â)``: its negative gradient is the policy-gradient estimate
     ``ĝ = mean(∇θ log π_θ(a|s) · Â)`` (Williams 1992; Schulman et al. 2016 eq. 1 with Ψ_t = Â_t).
 
     Args:
-        log_probs: log π_θ(a|s), ``[B]``, with gradient. advantages: Â, ``[B]``, no gradient.
+        log_probs: log π_θ(a|s), ``[*S]``, with gradient. advantages: Â, ``[*S]``, no gradient.
+        mask: ``[*S]`` bool, the positions that are transitions (None: all); the mean is over them.
 
     Returns a scalar. Its value is not an objective worth watching; only its gradient means something.
     """
-    return -(log_probs * advantages).mean()
+    return -masked_mean(log_probs * advantages, mask)
 
 
 def _value_minibatches(batch, minibatch_size: int | None, generator: torch.Generator | None
@@ -141,7 +143,7 @@ def fit_value_function(policy: nn.Module, optimizer: torch.optim.Optimizer, batc
     for _ in range(iterations):
         mb = next(stream)
         values = policy.values(mb)  # the critic alone: the actor's forward pass is not needed here
-        value_loss = ((values - mb.returns) ** 2).mean()
+        value_loss = masked_mean((values - mb.returns) ** 2, mb.mask)
         check_finite(value_loss, "value loss")
         optimizer.zero_grad(set_to_none=True)
         value_loss.backward()
@@ -179,25 +181,28 @@ class VPG:
         """
         c = self.config
         data = batch.all()
-        advantages = normalize(data.advantages) if c.normalize_advantages else data.advantages
+        mask = data.mask  # every mean is over the transitions only (see minippo.rollout.Minibatch)
+        advantages = data.advantages
+        if c.normalize_advantages:
+            advantages = normalize_advantages(advantages, mask)
 
         # The one policy-gradient step.
         dist, _ = self.policy.evaluate(data)
-        policy_loss = policy_gradient_loss(dist.log_prob(data.actions), advantages)
+        policy_loss = policy_gradient_loss(dist.log_prob(data.actions), advantages, mask)
         check_finite(policy_loss, "VPG policy loss")
         self.policy_optimizer.zero_grad(set_to_none=True)
         policy_loss.backward()
         self.policy_optimizer.step()
 
         with torch.no_grad():
-            entropy = dist.entropy().mean()
+            entropy = masked_mean(dist.entropy(), mask)
             new_dist, _ = self.policy.evaluate(data)
-            kl = kl_divergence(dist, new_dist).mean()  # dist was computed before the step: it is π_old
+            kl = masked_mean(kl_divergence(dist, new_dist), mask)  # dist was computed before the step: π_old
 
         value_loss = fit_value_function(self.policy, self.value_optimizer, batch, c.value_iterations,
                                         c.value_minibatch_size, self.generator)
         return {"policy_loss": policy_loss.item(), "value_loss": value_loss, "entropy": entropy.item(),
-                "kl": kl.item(), "explained_variance": explained_variance(data.values, data.returns),
+                "kl": kl.item(), "explained_variance": explained_variance(data.values, data.returns, mask),
                 "policy_lr": c.policy_lr, "value_lr": c.value_lr}
 
     def state_dict(self) -> dict:

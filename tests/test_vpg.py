@@ -10,7 +10,7 @@ from torch.distributions import Categorical
 
 from minippo.errors import MinippoError
 from minippo.policies import MLPActorCritic
-from minippo.rollout import Batch
+from minippo.rollout import Batch, compute_gae
 from minippo.train import train
 from minippo.vpg import VPG, VPGConfig, fit_value_function, policy_gradient_loss, split_parameters
 
@@ -57,6 +57,45 @@ def _bandit_batch(actions, advantages, returns):
                  log_probs=torch.zeros(T, 1), values=torch.zeros(T, 1), rewards=col(returns),
                  dones=torch.ones(T, 1), next_values=torch.zeros(T, 1), valid=torch.ones(T, 1, dtype=bool),
                  advantages=col(advantages), returns=col(returns))
+
+
+def _expected_gae_gradient(gae_lambda: float, wrong_values: tuple[float, float, float],
+                           gamma: float = 0.99) -> float:
+    """E[∇θ log π(a₀) · Â₀] in a two-step MDP, by enumerating both actions (no sampling).
+
+    Step 0: from s₀ the action a₀ ∈ {0, 1}, π(a₀ = 1) = σ(θ) at θ = 0, leads to s₁ᵃ (a₀ = 1) or s₁ᵇ.
+    Step 1: one possible action; reward 1 in s₁ᵃ, 0 in s₁ᵇ; then the episode terminates. So J(θ) =
+    γ σ(θ) and the true gradient is γ σ'(0) = γ/4. The critic V(s₀), V(s₁ᵃ), V(s₁ᵇ) is ``wrong_values``.
+    """
+    theta = torch.zeros((), requires_grad=True)
+    log_pi = torch.stack([torch.log(1 - torch.sigmoid(theta)), torch.log(torch.sigmoid(theta))])  # a = 0, 1
+    v0, v1a, v1b = wrong_values
+    # The two trajectories as two columns [T=2, N=2]: column 0 took a₀ = 1 (→ s₁ᵃ), column 1 a₀ = 0.
+    rewards = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    values = torch.tensor([[v0, v0], [v1a, v1b]])
+    next_values = torch.tensor([[v1a, v1b], [0.0, 0.0]])
+    dones = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    advantages, _ = compute_gae(rewards, values, next_values, dones, gamma, gae_lambda)
+    prob = log_pi.exp().detach()
+    # Only step 0 depends on θ (step 1 has a single action, ∇ log π = 0 there).
+    expected = prob[1] * log_pi[1] * advantages[0, 0] + prob[0] * log_pi[0] * advantages[0, 1]
+    return torch.autograd.grad(expected, theta)[0].item()
+
+
+def test_gae_lambda_below_one_biases_the_gradient_when_the_critic_is_wrong():
+    """The claim in vpg.py's docstring: V is an unbiasing baseline only at λ = 1."""
+    true_gradient = 0.99 * 0.25  # d/dθ γ σ(θ) at θ = 0
+    wrong = (0.0, 0.0, 1.0)  # V says the rewarded state s₁ᵃ is worth 0 and s₁ᵇ is worth 1
+    assert _expected_gae_gradient(1.0, wrong) == pytest.approx(true_gradient)  # +0.2475: unbiased
+    assert _expected_gae_gradient(0.97, wrong) == pytest.approx(0.2327, abs=1e-4)
+    assert _expected_gae_gradient(0.5, wrong) == pytest.approx(0.0, abs=1e-7)
+    assert _expected_gae_gradient(0.0, wrong) == pytest.approx(-true_gradient)  # the wrong sign
+    # At λ = 1 any critic gives the true gradient; with the true values (V(s₁ᵃ) = 1, V(s₁ᵇ) = 0) every λ
+    # does.
+    for values in [(3.0, -2.0, 5.0), (0.5, 0.1, 0.9)]:
+        assert _expected_gae_gradient(1.0, values) == pytest.approx(true_gradient)
+    for gae_lambda in (0.0, 0.5, 0.97):
+        assert _expected_gae_gradient(gae_lambda, (0.99 * 0.5, 1.0, 0.0)) == pytest.approx(true_gradient)
 
 
 def test_update_takes_one_adam_step_along_the_policy_gradient():
