@@ -76,8 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders, or folders to search for them")
     p.add_argument("--out", default="returns.png", help="image file; format from the suffix (default: "
                    "returns.png)")
-    p.add_argument("--band", choices=["ci95", "std"], default="ci95",
-                   help="shaded band: 95%% bootstrap CI of the mean (default) or ± 1 std over seeds")
+    p.add_argument("--band", choices=["auto", "range", "t95", "std"], default="auto",
+                   help="shaded band per curve: auto (default) = min–max range over ≤ 4 seeds, 95%% "
+                   "t-interval of the mean for ≥ 5; range; t95; or std (± 1 std over seeds). One seed: no "
+                   "band. The legend names the band drawn")
 
     r = sub.add_parser("rlhf", help="RLHF in miniature: pretrain a tiny GPT, learn a reward model, fine-tune "
                        "it with VPG, TRPO or PPO",

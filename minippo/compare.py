@@ -7,8 +7,10 @@ draw the learning curves and tabulate the results — the project's benchmark in
 What lands in ``out`` (default ``runs/compare-<env>``)::
 
     <algo>-s<seed>/      one run folder per pair: config.json, progress.csv, checkpoint.pt, done.json
-    returns.png, .svg    episodic return vs env steps: mean over seeds and a band (see minippo.plot)
-    summary.csv, .md     per algorithm: final return, env steps to the reward threshold, wall time, steps/s
+    returns.png, .svg    episodic return vs env steps: mean over seeds and a band (see minippo.plot): by
+                         default the min–max range over ≤ 4 seeds, a 95% t-interval of the mean from 5
+    summary.csv, .md     per algorithm: final return (mean, sample std), env steps to the reward threshold,
+                         wall time, steps/s; summary.md ends with notes on what its ± and the band are
 
 *Finished* means the run folder holds ``done.json``, written by the worker once :func:`minippo.train`
 returns normally; it names the env, algorithm, seed and budget. Running the same comparison again
@@ -37,7 +39,7 @@ from tqdm import tqdm
 from .envs import check_env_id
 from .errors import MinippoError, check_range
 from .logger import write_json
-from .plot import Run, load_run, plot_runs, reward_threshold
+from .plot import Run, band_label, load_run, plot_runs, reward_threshold
 from .train import ALGORITHMS, make_configs, train
 
 DONE_FILE = "done.json"
@@ -141,7 +143,8 @@ def summarize(runs: list[Run], threshold: float | None) -> list[dict]:
     ==================  ===================================================================================
     algo, seeds         the algorithm and how many runs went into the row
     final_return_mean   mean over runs of the final ``rolling_return_mean`` (mean of the last 10 episodes)
-    final_return_std    their sample standard deviation (ddof=1; 0 for one run)
+    final_return_std    their sample standard deviation (ddof=1; 0 for one run): the seeds' spread, not a
+                        confidence interval
     steps_to_threshold  median over runs of the first env step where the rolling mean return reaches
                         ``threshold``, counting a run that never does as ∞; so ∞ (shown as "not
                         reached") unless more than half the runs reach it. NaN without a threshold.
@@ -168,7 +171,7 @@ def summarize(runs: list[Run], threshold: float | None) -> list[dict]:
 
 
 def format_summary(rows: list[dict], threshold: float | None) -> str:
-    """The rows of :func:`summarize` as a Markdown table."""
+    """The rows of :func:`summarize` as a Markdown table (a row of one seed shows no ±)."""
     goal = f"{threshold:g}" if threshold is not None else "threshold"
     lines = [f"| algorithm | seeds | final return (mean ± std) | env steps to {goal} (median) "
              f"| seeds reaching {goal} | wall time (s) | env steps/s |",
@@ -177,11 +180,32 @@ def format_summary(rows: list[dict], threshold: float | None) -> str:
         steps = r["steps_to_threshold"]
         steps_text = ("no threshold" if threshold is None else "not reached" if math.isinf(steps)
                       else f"{steps:,.0f}")
-        final = ("n/a" if math.isnan(r["final_return_mean"])
-                 else f"{r['final_return_mean']:.1f} ± {r['final_return_std']:.1f}")
+        final = ("n/a" if math.isnan(r["final_return_mean"]) else f"{r['final_return_mean']:.1f}"
+                 if r["seeds"] == 1 else f"{r['final_return_mean']:.1f} ± {r['final_return_std']:.1f}")
         lines.append(f"| {r['algo']} | {r['seeds']} | {final} | {steps_text} | {r['seeds_reached']}/"
                      f"{r['seeds']} | {r['wall_time_s']:.1f} | {r['steps_per_s']:,.0f} |")
     return "\n".join(lines)
+
+
+def summary_notes(runs: list[Run], band: str) -> str:
+    """The notes under the table in ``summary.md``: what its ± is, and which band ``returns.png`` draws
+    for each algorithm (grouped as :func:`minippo.plot.plot_runs` does, so they match its legend).
+
+    Args:
+        runs: the runs of one env that the figure and the table were made from.
+        band: the figure's band (:func:`minippo.plot.aggregate`).
+    """
+    curves: dict[str | None, list[str]] = {}  # band label (None: one seed, no band) -> algorithms
+    for algo in sorted({run.algo for run in runs}):
+        n = sum(1 for run in runs if run.algo == algo and len(run.steps))
+        if n:  # a run with no finished episode has no curve
+            curves.setdefault(band_label(band, n), []).append(algo)
+    shaded = "; ".join(f"{label if label else 'no band (1 seed)'} ({', '.join(algos)})"
+                       for label, algos in curves.items())
+    return ("- final return: each run's last `rolling_return_mean` (mean return of its last 10 episodes); "
+            "mean ± sample standard deviation (ddof=1) over the seeds, i.e. how much the seeds disagree, "
+            "not a confidence interval. One seed: no ±.\n"
+            f"- returns.png: line = mean over seeds; shaded band = {shaded or 'none (no curves)'}.\n")
 
 
 def write_summary_csv(rows: list[dict], path: Path) -> None:
@@ -209,7 +233,7 @@ class CompareResult:
 
 def compare(env_id: str = "CartPole-v1", algos: Sequence[str] | None = None,
             seeds: Sequence[int] = (0, 1, 2), *, total_steps: int | None = None, jobs: int | None = None,
-            out: str | Path | None = None, redo: bool = False, band: str = "ci95",
+            out: str | Path | None = None, redo: bool = False, band: str = "auto",
             show_progress: bool = True) -> CompareResult:
     """Train each algorithm in ``algos`` with each seed in ``seeds`` on ``env_id``, ``jobs`` runs at a
     time in separate processes, then write the figure and summary tables to ``out`` (module doc).
@@ -220,7 +244,8 @@ def compare(env_id: str = "CartPole-v1", algos: Sequence[str] | None = None,
         jobs: processes at a time (default: ``os.cpu_count()``); each uses one torch thread.
         out: the comparison folder (default ``runs/compare-<env_id>``).
         redo: train every run again even if its folder is finished.
-        band: ``"ci95"`` or ``"std"``, the figure's band (:func:`minippo.plot.aggregate`).
+        band: the figure's band, ``"auto"`` (default), ``"range"``, ``"t95"`` or ``"std"``
+            (:func:`minippo.plot.aggregate`); summary.md names the one drawn.
         show_progress: a tqdm bar over the runs and a line per finished or failed run.
 
     Returns:
@@ -288,7 +313,8 @@ def compare(env_id: str = "CartPole-v1", algos: Sequence[str] | None = None,
         fig.savefig(result.files[1])
         write_summary_csv(result.summary, result.files[2])
         result.files[3].write_text(f"# {env_id}: {', '.join(r['algo'] for r in result.summary)}\n\n"
-                                   f"{format_summary(result.summary, threshold)}\n")
+                                   f"{format_summary(result.summary, threshold)}\n\n"
+                                   f"{summary_notes(runs, band)}")
     return result
 
 

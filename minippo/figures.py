@@ -58,8 +58,9 @@ def _record(out: Path, env_id: str, seeds, seconds: float, failed: int) -> None:
     """Add or replace this env's line in figures/README.md (command, commit, date, wall time)."""
     readme = out / "README.md"
     header = ("# Figures\n\nEach learning-curve figure is made by the command on its line, by the commit "
-              "named there (runs in `runs/figures/<env>`). Line: mean over seeds; band: 95% bootstrap "
-              "confidence interval of the mean.\n\n| figure | command | commit | date | wall time |\n"
+              "named there (runs in `runs/figures/<env>`). Line: mean over seeds; band: min–max range "
+              "over the seeds (from 5 seeds on: 95% t-interval of the mean).\n\n"
+              "| figure | command | commit | date | wall time |\n"
               "|---|---|---|---|---|\n")
     lines = readme.read_text().splitlines(keepends=True) if readme.exists() else [header]
     lines = [line for line in lines if not line.startswith(f"| [{env_id}.png]")]

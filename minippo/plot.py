@@ -16,14 +16,28 @@ skipped. Runs log at different steps (each algorithm has its own batch size), so
 over the range *all* runs cover: from the largest first step to the smallest last step. A run that
 stopped early therefore shortens the curve of its whole group rather than biasing its end.
 
-At each grid step, with ``y_1 … y_n`` the n runs' interpolated returns, the line is their mean and the
-band either
+At each grid step, with ``y_1 … y_n`` the n runs' interpolated returns, the line is their mean ȳ and
+the band is one of
 
-- ``"ci95"`` (default): a 95% bootstrap confidence interval of the mean: resample the n runs with
-  replacement 1000 times (fixed RNG seed, so the figure is reproducible), take the 2.5th and 97.5th
-  percentiles of the resampled means. With 2 runs this is exactly [min, max]; with few seeds the
-  interval is rough, so read it as "how much the seeds disagree", not as a precise statistic.
-- ``"std"``: mean ± the sample standard deviation (ddof=1) of the n runs.
+- ``"range"``: [min y_i, max y_i], the spread of the seeds. Labelled "min–max range over n seeds".
+- ``"t95"``: the 95% Student-t confidence interval of the mean, ȳ ± t_{0.975, n−1} · s / √n, with s
+  the sample standard deviation (ddof=1). Exact 95% coverage when the returns at that step are
+  normally distributed over seeds; less when they are strongly skewed or bimodal. Labelled
+  "95% t-interval of the mean (n seeds)".
+- ``"auto"`` (default): ``"range"`` for n ≤ 4 runs, ``"t95"`` for n ≥ 5, decided per curve.
+- ``"std"``: ȳ ± s. Labelled "± 1 std over n seeds"; a spread, not an interval for the mean.
+
+Why ``"auto"`` switches at 5: with the usual 2–4 seeds no interval for the mean is both true and
+useful. The percentile bootstrap (this module's former default, 1000 resamples) is exactly [min, max]
+at n = 2 and 3, and covers the true mean only 50% (n = 2) and about 75% (n = 3) of the time, so its
+"95% CI" label was false. The t-interval keeps its 95% only as far as the returns are normal, which
+2–4 seeds cannot show and which often fails (some seeds solve the task, others do not), and it is very
+wide there (t_{0.975, n−1} = 12.7, 4.30, 3.18 for n = 2, 3, 4). So for n ≤ 4 the band is the plain
+range, which claims nothing beyond what the seeds did (for a symmetric distribution it covers the true
+mean with probability 1 − 2 · 0.5^n: 50%, 75%, 87.5%); from n = 5 on it is the t-interval.
+
+With one run there is no band (``low = high = mean``): nothing is shaded and the legend names no band.
+The legend says, for every curve, which band is drawn and over how many seeds (:func:`band_label`).
 
 Figures are ``matplotlib.figure.Figure`` objects made without pyplot, so saving them uses matplotlib's
 Agg (PNG) and SVG backends and never opens a window; in Jupyter the returned figure displays inline.
@@ -42,10 +56,46 @@ import gymnasium as gym
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
+from scipy import stats
 
 from .errors import MinippoError
 
-BANDS = {"ci95": "95% bootstrap CI of the mean", "std": "± 1 std over seeds"}
+# The bands aggregate() can draw, and what each is; see the module doc.
+BANDS = {"auto": "min–max range for ≤ 4 seeds, 95% t-interval of the mean for ≥ 5",
+         "range": "min–max range over the seeds",
+         "t95": "95% Student-t confidence interval of the mean",
+         "std": "± 1 sample std over the seeds"}
+AUTO_T95_MIN_RUNS = 5  # "auto" draws "t95" from this many runs on, "range" below it
+
+
+def resolve_band(band: str, n: int) -> str | None:
+    """The band drawn for ``n`` runs when ``band`` is asked for: ``"auto"`` becomes ``"range"`` (n ≤ 4) or
+    ``"t95"`` (n ≥ 5); None for n = 1, where there is no band.
+
+    Raises:
+        MinippoError: an unknown ``band``.
+    """
+    if band not in BANDS:
+        hint = (" (the percentile bootstrap band was removed: at 2 or 3 seeds it is [min, max] and covers "
+                "the mean only 50–75% of the time; use 'range' or 't95')" if band == "ci95" else "")
+        raise MinippoError(f"Unknown band {band!r}; choose one of {sorted(BANDS)}{hint}.")
+    if n <= 1:
+        return None
+    if band == "auto":
+        return "t95" if n >= AUTO_T95_MIN_RUNS else "range"
+    return band
+
+
+def band_label(band: str, n: int) -> str | None:
+    """What the band of a curve over ``n`` runs is, for a legend: e.g. "min–max range over 3 seeds",
+    "95% t-interval of the mean (5 seeds)", "± 1 std over 3 seeds"; None for one run (no band).
+
+    Raises:
+        MinippoError: an unknown ``band``.
+    """
+    drawn = resolve_band(band, n)
+    return {None: None, "range": f"min–max range over {n} seeds",
+            "t95": f"95% t-interval of the mean ({n} seeds)", "std": f"± 1 std over {n} seeds"}[drawn]
 
 
 @dataclass
@@ -154,26 +204,27 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
     return [load_run(p) for p in find_run_dirs(list(paths))]
 
 
-def aggregate(runs: list[Run], grid: int | np.ndarray = 200, band: str = "ci95", num_bootstrap: int = 1000,
-              seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def aggregate(runs: list[Run], grid: int | np.ndarray = 200, band: str = "auto"
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mean learning curve of ``runs`` and its band, on a common grid of env steps (see the module doc).
 
     Args:
         runs: n ≥ 1 runs, each with at least one known return.
         grid: G, the number of evenly spaced steps from the largest first step to the smallest last step
             of the runs; or the steps themselves, ``[G]``, which must lie in that range.
-        band: ``"ci95"`` (bootstrap CI of the mean, ``num_bootstrap`` resamples, RNG ``seed``) or ``"std"``.
+        band: ``"auto"`` (range for n ≤ 4, t95 for n ≥ 5), ``"range"`` (min–max over runs), ``"t95"``
+            (95% Student-t interval of the mean) or ``"std"`` (± 1 sample std); :func:`band_label`
+            names the one drawn.
 
     Returns:
         ``(steps, mean, low, high)``, each ``[G]`` float: env steps, the mean return over runs, and the
-        lower and upper edge of the band.
+        lower and upper edge of the band (both equal to ``mean`` for one run: no band).
 
     Raises:
         MinippoError: no runs, a run with no finished episode, runs whose step ranges do not overlap, a
             grid outside the overlap, or an unknown ``band``.
     """
-    if band not in BANDS:
-        raise MinippoError(f"Unknown band {band!r}; choose one of {sorted(BANDS)}.")
+    drawn = resolve_band(band, len(runs))  # checks band before anything else
     if not runs:
         raise MinippoError("No runs to aggregate.")
     for run in runs:
@@ -188,15 +239,15 @@ def aggregate(runs: list[Run], grid: int | np.ndarray = 200, band: str = "ci95",
     if steps.min() < start or steps.max() > stop:
         raise MinippoError(f"The grid must lie within the steps all runs cover, [{start}, {stop}].")
     values = np.stack([np.interp(steps, run.steps, run.returns) for run in runs])  # [n, G]
-    mean = values.mean(axis=0)
-    if band == "std":
-        std = values.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros_like(mean)
-        return steps, mean, mean - std, mean + std
-    rng = np.random.default_rng(seed)
-    resampled = rng.integers(0, len(runs), size=(num_bootstrap, len(runs)))  # run indices, with replacement
-    boot_means = values[resampled].mean(axis=1)  # [num_bootstrap, G]
-    low, high = np.percentile(boot_means, [2.5, 97.5], axis=0)
-    return steps, mean, low, high
+    n, mean = len(runs), values.mean(axis=0)
+    if drawn is None:  # one run
+        return steps, mean, mean.copy(), mean.copy()
+    if drawn == "range":
+        return steps, mean, values.min(axis=0), values.max(axis=0)
+    half_width = values.std(axis=0, ddof=1)  # [G], the sample std s
+    if drawn == "t95":
+        half_width = half_width * stats.t.ppf(0.975, n - 1) / math.sqrt(n)
+    return steps, mean, mean - half_width, mean + half_width
 
 
 def reward_threshold(env_id: str) -> float | None:
@@ -208,18 +259,23 @@ def reward_threshold(env_id: str) -> float | None:
         return None
 
 
-def plot_runs(runs: list[Run], ax=None, band: str = "ci95", grid: int = 200, title: str | None = None
+def plot_runs(runs: list[Run], ax=None, band: str = "auto", grid: int = 200, title: str | None = None
               ) -> Figure:
     """Draw episodic return against env steps: one line per algorithm (the mean over its runs, i.e.
     seeds, with a shaded band, see :func:`aggregate`), one panel per env, and the env's reward threshold
     as a dashed line where Gymnasium defines one.
 
+    The legend says what each band is and over how many seeds: in its title when every curve of the panel
+    has the same band (e.g. "shaded: min–max range over 3 seeds"), otherwise in each curve's label. A curve
+    of one seed has no band, and its label says so.
+
     Args:
         runs: from :func:`load_runs`; grouped by ``(env_id, algo)``. A run in which no episode finished
             has no curve and is left out (and not counted in the legend's number of seeds).
         ax: a matplotlib Axes to draw into (then all runs must be on one env); None makes a new figure.
-        band: ``"ci95"`` or ``"std"``. grid: grid points per curve. title: the panel title
-            (default: "<env id>: episodic return during training"); with several envs, the figure title.
+        band: ``"auto"``, ``"range"``, ``"t95"`` or ``"std"`` (:func:`aggregate`). grid: grid points per
+            curve. title: the panel title (default: "<env id>: episodic return during training"); with
+            several envs, the figure title.
 
     Returns:
         The figure (``ax.figure`` when ``ax`` is given). Save it with ``fig.savefig("returns.png")``.
@@ -229,6 +285,7 @@ def plot_runs(runs: list[Run], ax=None, band: str = "ci95", grid: int = 200, tit
     """
     if not runs:
         raise MinippoError("No runs to plot.")
+    resolve_band(band, 2)  # an unknown band fails here, even if every curve has one seed
     env_ids = sorted({run.env_id for run in runs})
     algos = sorted({run.algo for run in runs})
     if ax is not None and len(env_ids) > 1:
@@ -242,15 +299,20 @@ def plot_runs(runs: list[Run], ax=None, band: str = "ci95", grid: int = 200, tit
     else:
         fig, axes = ax.figure, [ax]
     for ax_, env_id in zip(axes, env_ids, strict=True):
-        for algo in algos:
-            group = [run for run in runs if run.env_id == env_id and run.algo == algo and len(run.steps)]
-            if not group:
-                continue
+        groups = {algo: [run for run in runs if run.env_id == env_id and run.algo == algo and len(run.steps)]
+                  for algo in algos}
+        groups = {algo: group for algo, group in groups.items() if group}
+        labels = {algo: band_label(band, len(group)) for algo, group in groups.items()}
+        shared = len(set(labels.values())) == 1  # every curve of the panel has the same band (or none)
+        for algo, group in groups.items():
             steps, mean, low, high = aggregate(group, grid, band)
             color = f"C{algos.index(algo)}"  # the same colour for an algorithm in every panel
-            seeds = f"{len(group)} seed{'s' if len(group) > 1 else ''}"
-            ax_.plot(steps, mean, color=color, label=f"{algo} ({seeds})")
-            ax_.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
+            if labels[algo] is None:  # one seed: nothing to shade
+                label = f"{algo} (1 seed)" if shared else f"{algo} (1 seed, no band)"
+            else:
+                ax_.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
+                label = f"{algo} ({len(group)} seeds)" if shared else f"{algo} (shaded: {labels[algo]})"
+            ax_.plot(steps, mean, color=color, label=label)
         threshold = reward_threshold(env_id)
         if threshold is not None:
             ax_.axhline(threshold, color="0.3", linestyle="--", linewidth=1,
@@ -260,8 +322,13 @@ def plot_runs(runs: list[Run], ax=None, band: str = "ci95", grid: int = 200, tit
         ax_.set_ylabel("episodic return (mean of last 10 episodes)")
         ax_.xaxis.set_major_formatter(EngFormatter(sep=""))  # 20k, 1.5M
         ax_.grid(alpha=0.3)
-        ax_.legend(title=f"line: mean over seeds\nshaded: {BANDS[band]}", loc="best", fontsize="small",
-                   title_fontsize="small")
+        if not shared:
+            legend_title = "line: mean over seeds"
+        elif labels[next(iter(groups))] is None:
+            legend_title = "line: one seed per curve, no band"
+        else:
+            legend_title = f"line: mean over seeds\nshaded: {labels[next(iter(groups))]}"
+        ax_.legend(title=legend_title, loc="best", fontsize="small", title_fontsize="small")
     return fig
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from minippo.cli import main
-from minippo.compare import compare, format_summary, summarize
+from minippo.compare import compare, format_summary, summarize, summary_notes
 from minippo.errors import MinippoError
 from minippo.plot import Run
 
@@ -42,6 +42,22 @@ def test_summary_by_hand():
     table = format_summary([a, b], threshold=100)
     assert "| a | 3 | 90.0 ± 30.0 | 500 | 2/3 | 20.0 |" in table
     assert "| b | 3 | 50.0 ± 43.6 | not reached | 1/3 |" in table
+    (one,) = summarize(runs[:1], threshold=100)
+    assert "| a | 1 | 90.0 | 300 | 1/1 |" in format_summary([one], threshold=100)  # no ± with one seed
+
+
+def test_summary_notes_say_what_the_plus_minus_and_the_band_are():
+    # "a" has 3 runs with a curve, "b" 1 (its second run finished no episode, so it has no curve), "c" 5.
+    runs = [make_run("a", [100, 200], [1, 2])] * 3 + [make_run("b", [100, 200], [1, 2])]
+    runs += [Run(path=None, env_id="CartPole-v1", algo="b", seed=1, total_steps=200, steps=np.array([]),
+                 returns=np.array([]))]
+    runs += [make_run("c", [100, 200], [1, 2])] * 5
+    notes = summary_notes(runs, band="auto")
+    assert "mean ± sample standard deviation (ddof=1) over the seeds" in notes
+    assert "not a confidence interval" in notes
+    assert ("shaded band = min–max range over 3 seeds (a); no band (1 seed) (b); "
+            "95% t-interval of the mean (5 seeds) (c).") in notes
+    assert "± 1 std over 3 seeds (a)" in summary_notes(runs[:3], band="std")
 
 
 def test_bad_input_raises_before_any_run(tmp_path):
@@ -75,7 +91,9 @@ def test_compare_tiny_budget(tmp_path, capsys):
     with open(out / "summary.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
     assert row["algo"] == "ppo" and row["seeds"] == "2" and float(row["steps_per_s"]) > 0
-    assert "| ppo | 2 |" in (out / "summary.md").read_text()
+    summary_md = (out / "summary.md").read_text()
+    assert "| ppo | 2 |" in summary_md
+    assert "shaded band = min–max range over 2 seeds (ppo)." in summary_md
     assert "| ppo | 2 |" in capsys.readouterr().out
 
 
@@ -89,7 +107,8 @@ def test_failed_run_is_reported_and_the_rest_go_on_then_resume(tmp_path, capsys)
     assert "Traceback" in (out / "ppo-s1" / "error.txt").read_text()
     assert (out / "ppo-s0" / "done.json").is_file() and not (out / "ppo-s1" / "done.json").exists()
     assert (out / "returns.png").is_file()
-    assert "| ppo | 1 |" in (out / "summary.md").read_text()  # made from the run that finished
+    summary_md = (out / "summary.md").read_text()
+    assert "| ppo | 1 |" in summary_md and "no band (1 seed) (ppo)" in summary_md  # from the finished run
 
     # Fix the cause and run the same command: only ppo-s1 is trained, ppo-s0 is kept as it was.
     (out / "ppo-s1" / "config.json").rmdir()
