@@ -65,6 +65,17 @@ BANDS = {"auto": "min–max range for ≤ 4 seeds, 95% t-interval of the mean fo
          "range": "min–max range over the seeds",
          "t95": "95% Student-t confidence interval of the mean",
          "std": "± 1 sample std over the seeds"}
+# One fixed colour per algorithm in every figure of the project (plots, the RLHF figures, the
+# tutorials), so that a reader who has learnt "PPO is green" never has to read a legend twice.
+ALGORITHM_COLORS = {"vpg": "#1f77b4", "trpo": "#ff7f0e", "ppo": "#2ca02c"}
+
+
+def algorithm_color(algo: str) -> str:
+    """The colour of ``algo`` (case-insensitive) in every figure; grey for an algorithm not listed in
+    :data:`ALGORITHM_COLORS`."""
+    return ALGORITHM_COLORS.get(algo.lower(), "0.4")
+
+
 AUTO_T95_MIN_RUNS = 5  # "auto" draws "t95" from this many runs on, "range" below it
 
 
@@ -306,7 +317,7 @@ def plot_runs(runs: list[Run], ax=None, band: str = "auto", grid: int = 200, tit
         shared = len(set(labels.values())) == 1  # every curve of the panel has the same band (or none)
         for algo, group in groups.items():
             steps, mean, low, high = aggregate(group, grid, band)
-            color = f"C{algos.index(algo)}"  # the same colour for an algorithm in every panel
+            color = algorithm_color(algo)  # the same colour for an algorithm in every figure
             if labels[algo] is None:  # one seed: nothing to shade
                 label = f"{algo} (1 seed)" if shared else f"{algo} (1 seed, no band)"
             else:

@@ -235,3 +235,20 @@ def test_plot_command_errors_are_one_line(tmp_path, capsys):
     write_run(tmp_path / "r", *RUN_A)
     assert main(["plot", str(tmp_path / "r"), "--out", str(tmp_path / "x.nope")]) == 2
     assert "Cannot save" in capsys.readouterr().err
+
+
+def test_each_algorithm_has_one_colour_whichever_others_are_drawn():
+    from matplotlib.colors import to_hex
+
+    from minippo.plot import ALGORITHM_COLORS
+
+    def line_colours(algos):
+        runs = [make_run([10, 20, 30], [1.0, 2.0, 3.0], algo=a) for a in algos]
+        fig = plot_runs(runs)
+        return {line.get_label().split(" ")[0]: to_hex(line.get_color()) for line in fig.axes[0].lines
+                if not line.get_label().startswith("reward threshold")}
+
+    assert line_colours(["vpg", "trpo", "ppo"]) == ALGORITHM_COLORS
+    assert line_colours(["ppo"]) == {"ppo": ALGORITHM_COLORS["ppo"]}
+    assert line_colours(["trpo", "ppo"]) == {"trpo": ALGORITHM_COLORS["trpo"], "ppo": ALGORITHM_COLORS["ppo"]}
+    assert len(set(ALGORITHM_COLORS.values())) == len(ALGORITHM_COLORS)
