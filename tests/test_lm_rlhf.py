@@ -18,7 +18,7 @@ from minippo.cli import main
 from minippo.envs import make_vec_env
 from minippo.lm.corpus import Annotator, CharTokenizer, load_corpus, make_prompts
 from minippo.lm.gpt import PretrainConfig
-from minippo.lm.reward_model import RewardModelConfig
+from minippo.lm.reward_model import RewardModelConfig, response_ends
 from minippo.lm.rlhf import (
     DEFAULTS,
     RLHFConfig,
@@ -98,9 +98,18 @@ def test_text_batch_log_probs_equal_one_forward_pass_of_evaluate(pipeline):
         dist, values = policy.evaluate(batch.all())
     assert torch.allclose(dist.log_prob(batch.actions), batch.log_probs, atol=1e-4)
     assert torch.allclose(values, batch.values, atol=1e-5)
-    # Episode structure: one episode per sequence, done and no bootstrap at the last token only.
-    assert batch.dones[-1].eq(1).all() and batch.dones[:-1].eq(0).all()
-    assert batch.next_values[-1].eq(0).all() and torch.equal(batch.next_values[:-1], batch.values[1:])
+    # Episode structure: one episode per response, done and no bootstrap at its last token, which is its
+    # first end-of-text token (or token T − 1); the tokens after it are not transitions.
+    ends = response_ends(batch.obs, batch.obs.shape[1] - T, pipeline["tokenizer"].eot_id)
+    ends -= batch.obs.shape[1] - T
+    assert (ends < T - 1).any(), "the test needs some responses that end early"
+    for i in range(N):
+        e = int(ends[i])
+        assert batch.dones[:, i].tolist() == [0.0] * e + [1.0] + [0.0] * (T - 1 - e)
+        assert batch.valid[:, i].tolist() == [True] * (e + 1) + [False] * (T - 1 - e)
+        assert batch.next_values[e, i] == 0
+        assert torch.equal(batch.next_values[:e, i], batch.values[1:e + 1, i])
+        assert batch.episode_lengths[i] == e + 1
     # The policy is π_ref here, so the KL penalty is ~0 and each return is the reward-model score.
     assert abs(batch.info["kl_ref"]) < 1e-3 and batch.info["kl_ref_exact"] < 1e-4
     assert batch.info["rm_score"] == pytest.approx(sum(batch.episode_returns) / N, abs=1e-3)
@@ -198,3 +207,103 @@ def test_rlhf_runs_on_cuda(tmp_path):
     result = run_rlhf(config, out=tmp_path / "run", cache_dir=tmp_path / "cache", show_progress=False,
                       log=None)
     assert result.run.iterations == 2 and math.isfinite(result.summary["after"]["kl_ref"])
+
+
+def _moved_policy(pipeline, seed=0):
+    """A copy of π_ref with perturbed weights, so that KL(π ‖ π_ref) and the ratios are not trivial."""
+    policy = GPTActorCritic(pipeline["reference"])
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return policy
+
+
+def _scramble_after_the_end(tokens, prompt_len, eot_id, vocab_size, seed=0):
+    """The same sequences with every token after each response's end replaced by a random one."""
+    ends = response_ends(tokens, prompt_len, eot_id)
+    g = torch.Generator().manual_seed(seed)
+    scrambled = tokens.clone()
+    after = torch.arange(tokens.shape[1]).unsqueeze(0) > ends.unsqueeze(1)
+    scrambled[after] = torch.randint(0, vocab_size, (int(after.sum()),), generator=g)
+    return scrambled, after
+
+
+def test_kl_rewards_and_losses_ignore_the_tokens_after_the_end_of_text(pipeline):
+    policy = _moved_policy(pipeline)
+    source = make_source(pipeline, num_sequences=16, beta=0.2)
+    # Sequences from π_ref (whose reviews end well before T), evaluated under the moved policy.
+    tokens, _ = source.generate(GPTActorCritic(pipeline["reference"]),
+                                pipeline["prompts"][torch.arange(16) % len(pipeline["prompts"])])
+    P = tokens.shape[1] - CONFIG.completion_len
+    scrambled, after = _scramble_after_the_end(tokens, P, pipeline["tokenizer"].eot_id,
+                                               pipeline["tokenizer"].vocab_size)
+    assert after.sum() > 50 and not torch.equal(scrambled, tokens)
+    batches = [source.batch_from_tokens(policy, t) for t in (tokens, scrambled)]
+    for b in batches:
+        b.advantages, b.returns = compute_gae(b.rewards, b.values, b.next_values, b.dones, 1.0, 0.95)
+    a, b = batches
+    assert torch.equal(a.valid, b.valid)
+    for key in ("kl_ref", "kl_ref_exact", "rm_score", "token_entropy", "response_length"):
+        assert a.info[key] == pytest.approx(b.info[key], rel=1e-5, abs=1e-6), key
+    assert abs(a.info["kl_ref"]) > 0.1  # the check means something: the policy is not π_ref
+    for field in ("rewards", "values", "log_probs", "advantages", "returns"):
+        assert torch.allclose(getattr(a, field)[a.valid], getattr(b, field)[b.valid], atol=1e-5), field
+    assert a.episode_returns == pytest.approx(b.episode_returns, abs=1e-5)
+    # The three updates' losses and statistics, on the whole batch.
+    for algo in ("ppo", "vpg", "trpo"):
+        cls, config_cls, _ = ALGORITHMS[algo]
+        stats = []
+        for batch in batches:
+            p = copy.deepcopy(policy)
+            stats.append(cls(p, config_cls(**DEFAULTS[algo]), seed=0).update(batch, progress=0.0))
+        for key, value in stats[0].items():
+            assert value == pytest.approx(stats[1][key], rel=1e-4, abs=1e-6), (algo, key)
+
+
+def test_a_response_return_is_its_score_minus_beta_times_its_kl_over_the_response(pipeline):
+    policy = _moved_policy(pipeline, seed=1)
+    beta = 0.3
+    source = make_source(pipeline, num_sequences=8, beta=beta)
+    batch = source.collect(policy)
+    T = CONFIG.completion_len
+    P = batch.obs.shape[1] - T
+    ends = response_ends(batch.obs, P, pipeline["tokenizer"].eot_id)
+    with torch.no_grad():
+        scores = pipeline["reward_model"](batch.obs, ends)
+        logits, _ = policy.gpt(batch.obs[:, :-1])
+        ref_logits, _ = pipeline["reference"](batch.obs[:, :-1])
+    returns = compute_gae(batch.rewards, batch.values, batch.next_values, batch.dones, 1.0, 1.0)[1]
+    for i in range(8):
+        # KL(π ‖ π_ref) of this response, one token at a time up to and including its end.
+        kl = 0.0
+        for pos in range(P, int(ends[i]) + 1):
+            token = batch.obs[i, pos]
+            kl += float(torch.log_softmax(logits[i, pos - 1], -1)[token]
+                        - torch.log_softmax(ref_logits[i, pos - 1], -1)[token])
+        expected = float(scores[i]) - beta * kl
+        assert batch.episode_returns[i] == pytest.approx(expected, abs=1e-4)
+        assert returns[0, i].item() == pytest.approx(expected, abs=1e-4)  # GAE(γ=1, λ=1) return at t = 0
+
+
+def test_no_eos_score_replaces_the_score_of_unfinished_responses_only(pipeline):
+    policy = _moved_policy(pipeline, seed=2)
+    tokens, _ = make_source(pipeline).generate(GPTActorCritic(pipeline["reference"]), pipeline["prompts"][:8])
+    P = tokens.shape[1] - CONFIG.completion_len
+    eot = pipeline["tokenizer"].eot_id
+    tokens[0, P:] = (eot + 1) % pipeline["tokenizer"].vocab_size  # response 0 never ends
+    tokens[1, P + 3] = eot  # response 1 ends at step 3
+    plain = make_source(pipeline).batch_from_tokens(policy, tokens)
+    trick = TextRollout(pipeline["prompts"], pipeline["reference"], pipeline["reward_model"],
+                        pipeline["tokenizer"], pipeline["annotator"], 8, CONFIG.completion_len,
+                        AdaptiveKLController(0.1), no_eos_score=-1.0).batch_from_tokens(policy, tokens)
+    assert plain.valid[:, 0].all() and plain.dones[-1, 0] == 1  # the unfinished one ends at token T
+    with torch.no_grad():
+        scores = pipeline["reward_model"](tokens, response_ends(tokens, P, eot))
+    unfinished = ~(tokens[:, P:] == eot).any(1)  # [8]
+    assert unfinished[0] and not unfinished[1]
+    # Only the unfinished responses' last rewards change: their score is replaced by −1.
+    expected = plain.rewards.clone()
+    expected[-1, unfinished] += -1.0 - scores[unfinished]
+    assert torch.allclose(trick.rewards, expected, atol=1e-5)
+    assert trick.info["eos_fraction"] == pytest.approx(1 - unfinished.float().mean().item())

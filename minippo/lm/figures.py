@@ -9,15 +9,22 @@
    model only approximates) stops following it: over-optimisation of a proxy reward (Gao et al. 2022,
    "Scaling Laws for Reward Model Overoptimization").
 
-Runs go to ``--runs`` (default ``runs/lm-figures``); a run whose ``summary.json`` exists is reused, so an
-interrupted command resumes. The pretrained and reward models are shared through ``<runs>/cache``.
+Runs go to ``--runs`` (default ``runs/lm-figures``), one folder per config, named
+``<algo>-beta<β>-<hash of the whole RLHFConfig>`` (:func:`run_folder`): changing ``--iterations``,
+``--seed`` or ``--device`` makes new runs. A finished run (its ``summary.json`` exists and its
+``config.json`` holds the same config) is reused, so an interrupted command resumes; a folder holding
+another config is never overwritten. The pretrained and reward models are shared through
+``<runs>/cache``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
+import hashlib
 import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -27,14 +34,46 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ..errors import MinippoError  # noqa: E402
+from ..plot import algorithm_color  # noqa: E402
 from .rlhf import RLHFConfig, run_rlhf  # noqa: E402
 
 
-def ensure_run(run_dir: Path, config: RLHFConfig, cache_dir: Path) -> tuple[list[dict], dict]:
-    """Run ``config`` into ``run_dir`` unless it finished before; return (progress rows, summary)."""
-    if not (run_dir / "summary.json").exists():
+def run_folder(runs_dir: Path, config: RLHFConfig) -> Path:
+    """``<runs_dir>/<algo>-beta<β>-<hash>``, the hash (12 hex digits of SHA-256) taken over every field of
+    ``config``, so two configs that differ in anything (iterations, seed, device, ...) never share one."""
+    settings = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+    digest = hashlib.sha256(settings.encode()).hexdigest()[:12]
+    return Path(runs_dir) / f"{config.algo}-beta{config.beta:g}-{digest}"
+
+
+def ensure_run(runs_dir: Path, config: RLHFConfig, cache_dir: Path) -> tuple[list[dict], dict]:
+    """Run ``config`` into :func:`run_folder` unless it finished there before; return (progress rows,
+    summary).
+
+    The folder is reused only if its ``config.json`` holds exactly ``config`` and its ``summary.json``
+    says the run finished; a run of ``config`` that did not finish (interrupted, or no ``summary.json``)
+    is started again in it.
+
+    Raises:
+        MinippoError: the folder is not empty and its ``config.json`` is missing or holds another config
+            (it is never overwritten), or the run stops early (Ctrl-C).
+    """
+    run_dir = run_folder(runs_dir, config)
+    wanted = json.loads(json.dumps(dataclasses.asdict(config), default=str))  # as config.json stores it
+    saved_path = run_dir / "config.json"
+    saved = json.loads(saved_path.read_text()).get("rlhf") if saved_path.exists() else None
+    if saved != wanted and run_dir.exists() and any(run_dir.iterdir()):
+        raise MinippoError(f"{run_dir} holds files of another run (its config.json is missing or differs "
+                           "from the config asked for); move the folder away or pass another --runs.")
+    summary_path = run_dir / "summary.json"
+    finished = summary_path.exists() and json.loads(summary_path.read_text())["status"] == "finished"
+    if saved != wanted or not finished:
         print(f"--- {run_dir.name}")
-        run_rlhf(config, out=run_dir, cache_dir=cache_dir, show_progress=False)
+        result = run_rlhf(config, out=run_dir, cache_dir=cache_dir, show_progress=False)
+        if result.run.status != "finished":
+            raise MinippoError(f"the run in {run_dir} stopped early ({result.run.status}); run the command "
+                               "again to start it over.")
     with open(run_dir / "progress.csv") as f:
         rows = [{k: float(v) if v else float("nan") for k, v in row.items()} for row in csv.DictReader(f)]
     return rows, json.loads((run_dir / "summary.json").read_text())
@@ -53,10 +92,10 @@ def algorithms_figure(runs: dict[str, list[dict]], path: Path, beta: float) -> N
         it = np.array([r["iteration"] for r in rows])
         for ax, key in zip(axes, ("rm_score", "gold_reward", "kl_ref")):
             y = np.array([r[key] for r in rows])
-            (line,) = ax.plot(it, smooth(y), label=algo.upper())
-            ax.plot(it, y, color=line.get_color(), alpha=0.2, lw=0.8)
+            ax.plot(it, smooth(y), color=algorithm_color(algo), label=algo.upper())
+            ax.plot(it, y, color=algorithm_color(algo), alpha=0.2, lw=0.8)
     titles = ("reward-model score (std units)", "gold reward (annotator, words)",
-              "KL(π ‖ π_ref), nats per sequence")
+              "KL(π ‖ π_ref), nats per response")
     for ax, title in zip(axes, titles):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("iteration")
@@ -86,7 +125,7 @@ def overoptimisation_figure(sweep: dict[float, tuple[list[dict], dict]], path: P
         ax.plot([0] + [f["kl_ref"] for f in final], [before[key]] + [f[key] for f in final], "k--o", ms=4,
                 label="after RL (512 samples)")
         ax.set_xscale("symlog", linthresh=1.0)
-        ax.set_xlabel("KL(π ‖ π_ref), nats per sequence")
+        ax.set_xlabel("KL(π ‖ π_ref), nats per response (tokens up to the end of text)")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
@@ -114,12 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     cache = runs_dir / "cache"
     common = dict(iterations=args.iterations, seed=args.seed, device=args.device)
 
-    algos = {algo: ensure_run(runs_dir / f"{algo}-beta{args.beta:g}",
-                              RLHFConfig(algo=algo, beta=args.beta, **common), cache)[0]
-             for algo in ("vpg", "trpo", "ppo")}
-    algorithms_figure(algos, out / "rlhf_algorithms.png", args.beta)
-    sweep = {beta: ensure_run(runs_dir / f"ppo-beta{beta:g}", RLHFConfig(algo="ppo", beta=beta, **common),
-                              cache) for beta in args.betas}
+    try:
+        algos = {algo: ensure_run(runs_dir, RLHFConfig(algo=algo, beta=args.beta, **common), cache)[0]
+                 for algo in ("vpg", "trpo", "ppo")}
+        algorithms_figure(algos, out / "rlhf_algorithms.png", args.beta)
+        sweep = {beta: ensure_run(runs_dir, RLHFConfig(algo="ppo", beta=beta, **common), cache)
+                 for beta in args.betas}
+    except MinippoError as e:
+        print(f"minippo.lm.figures: error: {e}", file=sys.stderr)
+        return 2
     overoptimisation_figure(sweep, out / "rlhf_overoptimisation.png")
     print(f"wrote {out / 'rlhf_algorithms.png'} and {out / 'rlhf_overoptimisation.png'}")
     return 0

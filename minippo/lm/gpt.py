@@ -244,10 +244,14 @@ def pretrain(model: GPT, ids: Tensor, eot_id: int, config: PretrainConfig, seed:
         model: a :class:`GPT` on its device. ids: the corpus as a 1-D int64 tensor (any device).
         eot_id: the end-of-text id (documents are split at it for validation).
         log: called with one progress line per ``eval_every`` steps (``None``: silent).
+        seed: seeds the training windows (a CPU generator). The loss estimates draw their windows from a
+            separate generator, re-seeded with ``seed + 1`` each time, so they are reproducible and the
+            trained weights do not depend on ``log`` (dropout masks come from torch's global RNG, which
+            the caller seeds).
 
     Returns:
         ``{"train_loss", "val_loss", "unigram_entropy", "time_s"}``, losses in nats per character
-        (averaged over 20 batches each).
+        (averaged over the same 20 batches of each split every time).
 
     Raises:
         MinippoError: the corpus is too short for one window, or the loss becomes NaN.
@@ -265,16 +269,18 @@ def pretrain(model: GPT, ids: Tensor, eot_id: int, config: PretrainConfig, seed:
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=config.learning_rate, betas=(0.9, 0.99))
 
-    def loss_on(split: Tensor) -> Tensor:
-        x, y = random_windows(split, config.batch_size, L, generator)
+    def loss_on(split: Tensor, windows: torch.Generator) -> Tensor:
+        x, y = random_windows(split, config.batch_size, L, windows)
         logits, _ = model(x.to(device))
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.to(device).reshape(-1))
 
     @torch.no_grad()
     def estimate(split: Tensor) -> float:
+        # Its own generator: drawing from the training one would make the weights depend on ``log``.
+        windows = torch.Generator().manual_seed(seed + 1)
         was_training = model.training
         model.eval()
-        loss = sum(loss_on(split).item() for _ in range(20)) / 20
+        loss = sum(loss_on(split, windows).item() for _ in range(20)) / 20
         model.train(was_training)
         return loss
 
@@ -284,7 +290,7 @@ def pretrain(model: GPT, ids: Tensor, eot_id: int, config: PretrainConfig, seed:
         lr = config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / config.steps)))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = loss_on(train_ids)
+        loss = loss_on(train_ids, generator)
         if not torch.isfinite(loss):
             raise MinippoError(f"Pretraining loss became {loss.item()} at step {step}; lower the "
                                "learning rate.")

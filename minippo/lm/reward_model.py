@@ -9,8 +9,9 @@ Pipeline::
 
 Symbols: ``n`` pairs, ``P`` prompt tokens, ``T`` completion tokens, ``L = P + T``.
 
-What the proxy gets wrong (measured with the default settings, held-out accuracy 0.94 against the
-noiseless gold ordering): it learns the *sign* of a review far better than the *count* the annotator
+What the proxy gets wrong (measured with the default settings on the CPU, held-out accuracy 0.95
+against the noiseless gold ordering, 0.90 on the 141 of 1000 held-out pairs whose two texts never occur
+in the training pairs): it learns the *sign* of a review far better than the *count* the annotator
 sums ("the soup was great." scores 1.13, with a second glowing clause 1.27, gold 1 vs 2), and it has
 never seen text far from the pretrained model's, so it rates "the soupffresh." (gold −1) as highly as a
 real review. Attention averages over positions, which makes counting hard for a last-token readout of a
@@ -48,8 +49,10 @@ class RewardModel(nn.Module):
 
     Initialised from the pretrained GPT (its features already know words and sentiment, so far fewer
     comparisons are needed). The buffers ``offset``/``scale`` are set after training so that the
-    pretrained policy's completions score mean 0, std 1, as InstructGPT normalises its reward model; one
-    KL coefficient β then suits any corpus.
+    pretrained policy's completions score mean 0, std 1, as Ziegler et al. 2019 ("Fine-Tuning Language
+    Models from Human Preferences") normalise theirs; one KL coefficient β then suits any corpus.
+    (InstructGPT, §3.5, only shifts its reward model, so that the labellers' demonstrations score 0 on
+    average.)
 
     Args:
         gpt: the pretrained model; it is deep-copied, not shared.
@@ -155,11 +158,27 @@ def pairwise_accuracy(model: RewardModel, pairs: PreferencePairs) -> float:
     return float(agrees[differ].float().mean())
 
 
+def unseen_pairs(pairs: PreferencePairs, seen: PreferencePairs, tokenizer: CharTokenizer) -> Tensor:
+    """Which of ``pairs`` have two documents (:func:`minippo.lm.corpus.document_text`: prompt + response,
+    what the annotator reads and the reward model scores) that both occur nowhere in ``seen``.
+
+    Returns:
+        ``[len(pairs)]`` bool, on the pairs' device.
+    """
+    def documents(tokens: Tensor) -> list[str]:
+        return [document_text(tokenizer, row) for row in tokens.cpu()]
+
+    known = set(documents(seen.chosen)) | set(documents(seen.rejected))
+    new = [c not in known and r not in known
+           for c, r in zip(documents(pairs.chosen), documents(pairs.rejected))]
+    return torch.tensor(new, dtype=torch.bool, device=pairs.chosen.device)
+
+
 @dataclass
 class RewardModelConfig:
     """Preference data and reward-model training.
 
-    num_pairs      labelled comparisons for training (1000 – 10000); another 20 % are held out.
+    num_pairs      labelled comparisons for training (1000 – 10000); another num_pairs // 4 are held out.
     temperature    τ of the annotator's Bradley–Terry labels (0.25 – 2; smaller is less noisy; at 0.5 a
                    one-word difference is labelled the other way 12 % of the time).
     epochs         passes over the training pairs (1 – 5).
@@ -186,16 +205,30 @@ def train_reward_model(gpt: GPT, prompts: Tensor, tokenizer: CharTokenizer, anno
                        log=print) -> tuple[RewardModel, dict[str, float]]:
     """Label fresh comparisons, train a :class:`RewardModel` on them, and measure it.
 
-    Returns ``(reward_model, stats)`` with ``stats``: ``train_accuracy`` / ``val_accuracy`` (agreement
-    with the noiseless gold ordering, ties excluded, on training / held-out pairs), ``label_accuracy``
-    (how often the noisy labels themselves agree with gold: the ceiling a label-copying model would
-    hit), ``val_loss`` (Bradley–Terry, nats), ``num_pairs``, ``time_s``.
+    ``config.num_pairs`` pairs train it and another 25 % of that are held out. ``seed`` seeds the pairs
+    (a generator on ``prompts``' device), the minibatch order, and torch's global RNG
+    (``torch.manual_seed``, for the dropout masks), so the result does not depend on what ran before.
+
+    Returns ``(reward_model, stats)`` with ``stats`` (accuracies are agreement with the noiseless gold
+    ordering, ties in gold excluded):
+
+    - ``train_accuracy`` / ``val_accuracy``: on the training / all held-out pairs. The held-out pairs
+      share prompts, and often whole texts, with the training pairs (a small model repeats itself), so
+      ``val_accuracy`` partly measures memorisation.
+    - ``val_accuracy_unseen``: on the held-out pairs whose two documents (prompt + response, as the
+      annotator reads them) both never occur in the training pairs: the honest generalisation figure.
+      NaN if there is no such pair (or all of them are ties); ``val_unseen_pairs`` counts them (ties
+      included).
+    - ``label_accuracy``: how often the noisy held-out labels themselves agree with gold (the ceiling
+      a label-copying model would hit).
+    - ``val_loss`` (Bradley–Terry on the held-out pairs, nats), ``num_pairs`` (training pairs), ``time_s``.
 
     Raises:
         MinippoError: the loss becomes NaN.
     """
     start = time.perf_counter()
     device = prompts.device
+    torch.manual_seed(seed)  # dropout masks: the same model whatever consumed the global RNG before
     generator = torch.Generator(device=device).manual_seed(seed)
     pairs = make_preference_pairs(gpt, prompts, tokenizer, annotator, config.num_pairs * 5 // 4,
                                   completion_len, config.temperature, generator)
@@ -238,7 +271,10 @@ def train_reward_model(gpt: GPT, prompts: Tensor, tokenizer: CharTokenizer, anno
         val_loss = bradley_terry_loss(model.raw_score(val.chosen, val.chosen_ends),
                                       model.raw_score(val.rejected, val.rejected_ends)).item()
     differ = val.chosen_gold != val.rejected_gold
+    unseen = unseen_pairs(val, train, tokenizer)
     stats = {"train_accuracy": pairwise_accuracy(model, train), "val_accuracy": pairwise_accuracy(model, val),
+             "val_accuracy_unseen": pairwise_accuracy(model, val[unseen]),
+             "val_unseen_pairs": int(unseen.sum()),
              "label_accuracy": float((val.chosen_gold > val.rejected_gold)[differ].float().mean()),
              "val_loss": val_loss, "num_pairs": len(train), "time_s": time.perf_counter() - start}
     return model, stats

@@ -9,8 +9,12 @@
     prompts ──► TextRollout(π, π_ref, r_φ) ──► TextBatch [T, N] ──► minippo.train.run_loop
                                                      (the same GAE and the same algorithm code as Gymnasium)
 
-The first two stages are cached on disk, keyed by a hash of the corpus and of every setting that shapes
-them, so a second run with the same corpus and model starts at RL.
+The first two stages are cached on disk (``<cache_dir>/pretrain-<key>.pt``, ``reward-<key>.pt``), keyed
+by a hash of the corpus, of every setting that shapes them, of the seed and of the device type (CPU and
+CUDA draw different random numbers), so a second run with the same corpus and model starts at RL. The
+key does not cover the code: editing the annotator's rule (``corpus.py``'s :class:`Annotator` or its
+lexicon ``POSITIVE`` / ``NEGATIVE``) or the training code does NOT invalidate the cache, and the old
+reward model would be loaded silently; delete the cache folder after such an edit.
 
 Example::
 
@@ -37,14 +41,18 @@ from ..train import ALGORITHMS, RunResult, resolve_device, run_loop
 from .corpus import Annotator, CharTokenizer, corpus_hash, document_text, load_corpus, make_prompts
 from .gpt import GPT, GPTConfig, PretrainConfig, pretrain, sample
 from .reward_model import RewardModel, RewardModelConfig, response_ends, train_reward_model
-from .text_rollout import AdaptiveKLController, GPTActorCritic, TextRollout
+from .text_rollout import AdaptiveKLController, GPTActorCritic, TextRollout, response_mask
 
 # RLHF hyperparameters per algorithm: fields of its config dataclass (ppo.PPOConfig, vpg.VPGConfig,
 # trpo.TRPOConfig). The policy starts from a good model, so every step is small: PPO's learning rate is
-# ~10× below its Gymnasium default; minibatch_size counts tokens (16 sequences of 48 tokens). VPG and
-# TRPO fit the value head with few steps, since each one runs the whole GPT.
+# ~6× below its Gymnasium default; minibatch_size counts token positions (16 sequences of 48 tokens).
+# VPG and TRPO fit the value head with few steps, since each one runs the whole GPT.
+# PPO's learning rate was 1e-4 while the losses averaged over every token, ~70% of them after the end of
+# the response; averaged over response tokens only, 1e-4 moved the policy up to an approximate KL of 0.66
+# in one iteration (seed 0; gold reward 0.47 after 60 iterations), 5e-5 to at most 0.075, 0.024 on
+# average (gold 0.75).
 DEFAULTS: dict[str, dict] = {
-    "ppo": dict(learning_rate=1e-4, anneal_lr=False, num_epochs=4, minibatch_size=16 * 48, clip_range=0.2,
+    "ppo": dict(learning_rate=5e-5, anneal_lr=False, num_epochs=4, minibatch_size=16 * 48, clip_range=0.2,
                 value_coef=0.5, entropy_coef=0.0, max_grad_norm=1.0),
     "vpg": dict(policy_lr=3e-4, value_lr=1e-3, value_iterations=10, value_minibatch_size=16 * 48),
     "trpo": dict(max_kl=0.01, damping=0.1, value_lr=1e-3, value_iterations=10, value_minibatch_size=16 * 48),
@@ -68,7 +76,10 @@ class RLHFConfig:
     prompt_chars    characters of a document that form a prompt (after an end-of-text token).
     completion_len  T, tokens generated per prompt; prompt + completion must fit ``model.block_size``.
     num_sequences   N, sequences per batch (32 – 256); a batch has T·N tokens.
-    gamma, gae_lambda  GAE(γ, λ) over the tokens of a sequence; γ = 1: the score is not discounted.
+    gamma, gae_lambda  GAE(γ, λ) over the tokens of a response; γ = 1: the score is not discounted.
+    no_eos_score    None: a response with no end-of-text token within T tokens is scored by the reward
+                    model as it is; a number (e.g. −1): it gets this score instead (the "EOS trick" of
+                    Huang et al. 2024). See :class:`minippo.lm.text_rollout.TextRollout`.
     model           :class:`minippo.lm.gpt.GPTConfig` fields except vocab_size.
     pretrain        :class:`minippo.lm.gpt.PretrainConfig`.
     reward          :class:`minippo.lm.reward_model.RewardModelConfig`.
@@ -88,6 +99,7 @@ class RLHFConfig:
     num_sequences: int = 64
     gamma: float = 1.0
     gae_lambda: float = 0.95
+    no_eos_score: float | None = None
     model: dict = field(default_factory=lambda: dict(block_size=64, n_layer=2, n_head=4, n_embd=64))
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     reward: RewardModelConfig = field(default_factory=RewardModelConfig)
@@ -140,6 +152,27 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def pretrain_cache_path(cache_dir: str | Path, corpus: str, tokenizer: CharTokenizer, config: RLHFConfig,
+                        device: torch.device | str) -> Path:
+    """``<cache_dir>/pretrain-<key>.pt``, the key a hash of the corpus, its vocabulary, ``config.model``,
+    ``config.pretrain``, ``config.seed`` and the device type (``"cpu"`` or ``"cuda"``)."""
+    gpt_config = GPTConfig(vocab_size=tokenizer.vocab_size, **config.model)
+    key = _key("pretrain", corpus_hash(corpus), tokenizer.chars, dataclasses.asdict(gpt_config),
+               dataclasses.asdict(config.pretrain), config.seed, torch.device(device).type)
+    return Path(cache_dir) / f"pretrain-{key}.pt"
+
+
+def reward_cache_path(cache_dir: str | Path, corpus: str, gpt_config: GPTConfig, config: RLHFConfig,
+                      device: torch.device | str) -> Path:
+    """``<cache_dir>/reward-<key>.pt``, the key a hash of the corpus, the pretrained model's config,
+    ``config.pretrain``, ``config.reward``, the prompt and completion lengths, ``config.seed`` and the
+    device type (``"cpu"`` or ``"cuda"``: the preference pairs are sampled on the device)."""
+    key = _key("reward", corpus_hash(corpus), dataclasses.asdict(gpt_config),
+               dataclasses.asdict(config.pretrain), dataclasses.asdict(config.reward), config.prompt_chars,
+               config.completion_len, config.seed, torch.device(device).type)
+    return Path(cache_dir) / f"reward-{key}.pt"
+
+
 def _freeze(module: torch.nn.Module) -> torch.nn.Module:
     module.eval()
     for p in module.parameters():
@@ -151,12 +184,16 @@ def pretrained_gpt(corpus: str, tokenizer: CharTokenizer, config: RLHFConfig, de
                    cache_dir: Path, log: Callable | None = print) -> tuple[GPT, dict]:
     """The pretrained GPT, frozen, loaded from ``cache_dir`` or trained (and then cached).
 
+    The cache file is :func:`pretrain_cache_path`: its key covers the corpus, the settings, the seed and
+    the device type, not the code, so after editing ``gpt.py`` delete the cache folder. Editing the
+    annotator's rule (``corpus.py``'s :class:`Annotator` or its lexicon) does NOT invalidate the cache
+    either: harmless for this stage, which never calls the annotator, but the cached reward model is
+    then stale (:func:`trained_reward_model`), so delete the cache folder after that edit too.
+
     Returns ``(gpt, stats)`` with the pretraining losses of :func:`minippo.lm.gpt.pretrain` and
     ``cached`` (whether it was loaded)."""
     gpt_config = GPTConfig(vocab_size=tokenizer.vocab_size, **config.model)
-    key = _key("pretrain", corpus_hash(corpus), tokenizer.chars, dataclasses.asdict(gpt_config),
-               dataclasses.asdict(config.pretrain), config.seed)
-    path = cache_dir / f"pretrain-{key}.pt"
+    path = pretrain_cache_path(cache_dir, corpus, tokenizer, config, device)
     torch.manual_seed(config.seed)
     gpt = GPT(gpt_config).to(device)
     if path.exists():
@@ -177,11 +214,16 @@ def pretrained_gpt(corpus: str, tokenizer: CharTokenizer, config: RLHFConfig, de
 def trained_reward_model(gpt: GPT, prompts: torch.Tensor, tokenizer: CharTokenizer, annotator: Annotator,
                          corpus: str, config: RLHFConfig, cache_dir: Path,
                          log: Callable | None = print) -> tuple[RewardModel, dict]:
-    """The reward model, frozen, loaded from ``cache_dir`` or trained on fresh preference pairs."""
-    key = _key("reward", corpus_hash(corpus), dataclasses.asdict(gpt.config),
-               dataclasses.asdict(config.pretrain), dataclasses.asdict(config.reward), config.prompt_chars,
-               config.completion_len, config.seed)
-    path = cache_dir / f"reward-{key}.pt"
+    """The reward model, frozen, loaded from ``cache_dir`` or trained on fresh preference pairs
+    (:func:`minippo.lm.reward_model.train_reward_model`, on ``prompts``' device).
+
+    The cache file is :func:`reward_cache_path`: its key covers the corpus, the settings, the seed and
+    the device type, not the annotator. Editing the annotator's rule (``corpus.py``'s :class:`Annotator`
+    or its lexicon ``POSITIVE`` / ``NEGATIVE``) does NOT invalidate the cache, and the reward model
+    learned from the old rule is loaded silently: delete the cache folder after such an edit.
+
+    Returns ``(reward_model, stats)`` with the statistics of ``train_reward_model`` and ``cached``."""
+    path = reward_cache_path(cache_dir, corpus, gpt.config, config, prompts.device)
     if path.exists():
         reward_model = RewardModel(gpt)
         state = load_checkpoint(path, map_location=prompts.device)
@@ -202,18 +244,23 @@ def trained_reward_model(gpt: GPT, prompts: torch.Tensor, tokenizer: CharTokeniz
 def evaluate_samples(model: GPT, reference: GPT, reward_model: RewardModel, prompts: torch.Tensor,
                      tokenizer: CharTokenizer, annotator: Annotator, completion_len: int,
                      num_samples: int = 512, seed: int = 1234) -> dict[str, float]:
-    """Mean reward-model score, gold reward and KL(π‖π_ref) (mean Σ_t log π/π_ref, nats per sequence) of
-    ``num_samples`` completions of ``model``, the prompts cycled in order. Same seed, same prompts."""
+    """Mean reward-model score, gold reward and KL(π‖π_ref) (mean Σ_{t ≤ end} log π/π_ref over each
+    response, nats per response; tokens after the end-of-text token are not counted) of ``num_samples``
+    completions of ``model``, the prompts cycled in order. Same seed, same prompts. The scores are the
+    reward model's on every response, whether or not it ended within T tokens."""
     generator = torch.Generator(device=prompts.device).manual_seed(seed)
     which = torch.arange(num_samples, device=prompts.device) % len(prompts)
     tokens, log_probs = sample(model, prompts[which], completion_len, generator)
     P = prompts.shape[1]
     ref_logits, _ = reference(tokens[:, :-1])
     ref_log_probs = torch.log_softmax(ref_logits[:, P - 1:], -1).gather(2, tokens[:, P:, None]).squeeze(-1)
-    scores = reward_model(tokens, response_ends(tokens, P, tokenizer.eot_id))
+    ends = response_ends(tokens, P, tokenizer.eot_id)
+    scores = reward_model(tokens, ends)
     gold = [annotator.gold_reward(document_text(tokenizer, row)) for row in tokens]
+    in_response = response_mask(ends - P, completion_len).T  # [n, T]
     return {"rm_score": float(scores.mean()), "gold_reward": sum(gold) / len(gold),
-            "kl_ref": float((log_probs - ref_log_probs).sum(1).mean())}
+            "kl_ref": float(torch.where(in_response, log_probs - ref_log_probs, 0.0).sum(1).mean()),
+            "response_length": float((ends - P + 1).float().mean())}
 
 
 @torch.no_grad()
@@ -270,8 +317,10 @@ def run_rlhf(config: RLHFConfig, out: str | Path | None = None, cache_dir: str |
         f"(unigram entropy {pt['unigram_entropy']:.3f})")
     reward_model, reward_stats = trained_reward_model(reference, prompts, tokenizer, annotator, corpus,
                                                       config, cache_dir, log)
-    say(f"reward model: held-out accuracy vs gold {reward_stats['val_accuracy']:.3f} (the noisy labels "
-        f"agree with gold {reward_stats['label_accuracy']:.3f}), {reward_stats['num_pairs']} pairs")
+    say(f"reward model: held-out accuracy vs gold {reward_stats['val_accuracy']:.3f} "
+        f"({reward_stats['val_accuracy_unseen']:.3f} on the {reward_stats['val_unseen_pairs']} pairs whose "
+        f"texts training never saw; the noisy labels agree with gold {reward_stats['label_accuracy']:.3f}), "
+        f"{reward_stats['num_pairs']} pairs")
 
     torch.manual_seed(config.seed)
     policy = GPTActorCritic(reference)
@@ -279,7 +328,7 @@ def run_rlhf(config: RLHFConfig, out: str | Path | None = None, cache_dir: str |
     algorithm = algorithm_cls(policy, algorithm_config, seed=config.seed)
     kl = AdaptiveKLController(config.beta, config.kl_target)
     source = TextRollout(prompts, reference, reward_model, tokenizer, annotator, config.num_sequences,
-                         config.completion_len, kl, seed=config.seed)
+                         config.completion_len, kl, seed=config.seed, no_eos_score=config.no_eos_score)
     shown = prompts[:min(6, len(prompts))]
     before_samples = show_completions(reference, shown, tokenizer, annotator, config.completion_len)
     evaluate = lambda model: evaluate_samples(model, reference, reward_model, prompts, tokenizer,  # noqa: E731
