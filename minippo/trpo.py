@@ -5,16 +5,16 @@ Control Using Generalized Advantage Estimation", §6).
 TRPO maximises the surrogate objective subject to a trust region on the mean KL divergence (TRPO eq. 12
 and §6, with sample averages as in eq. 14)::
 
-    maximise_θ  L(θ) = mean( π_θ(a|s) / π_old(a|s) · Â )    subject to  mean KL(π_old ‖ π_θ) ≤ δ
+    maximise_θ  L(θ) = mean( π_θ(a|s) / π_old(a|s) · Â )    subject to  mean KL(π_old ‖ π_θ) ≤ KL_max
 
 Linearising L and taking the KL to second order at θ_old gives the natural gradient step, solved without
 ever forming the Fisher matrix F (TRPO Appendix C). Per iteration::
 
     g  = ∇θ L(θ_old)                                   policy gradient of the surrogate
     x  ≈ F⁻¹ g                                         conjugate gradient, using only products F v
-    β  = sqrt(2δ / xᵀ(F + λI)x)                        the step along x whose damped quadratic KL
-                                                       model ½ (βx)ᵀ(F + λI)(βx) is δ
-    line search: θ = θ_old + 0.5^k β x, k = 0, 1, ..   first k with L(θ) > L(θ_old) and KL ≤ δ
+    η  = sqrt(2 KL_max / xᵀ(F + νI)x)                  the step along x whose damped quadratic KL
+                                                       model ½ (ηx)ᵀ(F + νI)(ηx) is KL_max
+    line search: θ = θ_old + b^k η x, k = 0, 1, ..     first k with L(θ) > L(θ_old) and KL ≤ KL_max
                                                        (none: keep θ_old)
     V  ← value_iterations Adam steps on mean((V(s) − R)²)    (shared with VPG)
 
@@ -48,7 +48,7 @@ DEFAULTS: dict[str, dict] = {
     "CartPole-v1": dict(total_steps=100_000, num_envs=8, num_steps=256, gamma=0.99, gae_lambda=0.97,
                         max_kl=0.01, value_lr=1e-3, value_iterations=80),
     # Acrobot's reward is −1 per step until the first swing-up; after it a wider trust region lets the
-    # policy follow quickly (seed 0 after 100k steps: −80 with δ = 0.03, −350 with δ = 0.01).
+    # policy follow quickly (seed 0 after 100k steps: −80 with KL_max = 0.03, −350 with KL_max = 0.01).
     "Acrobot-v1": dict(total_steps=200_000, num_envs=8, num_steps=256, gamma=0.99, gae_lambda=0.97,
                        max_kl=0.03, value_lr=1e-3, value_iterations=80, normalize_obs=True),
     # γ = 0.9: Pendulum's reward is dense and immediate; a short horizon gives low-variance advantages.
@@ -61,17 +61,18 @@ DEFAULTS: dict[str, dict] = {
 class TRPOConfig:
     """TRPO's hyperparameters, with typical ranges.
 
-    max_kl                δ, the trust-region radius on the mean KL(π_old ‖ π_θ) (0.001 – 0.05).
-    damping               λ added to F (F + λI) so conjugate gradient stays well conditioned (0.001 – 0.1).
+    max_kl                KL_max, the trust-region radius on the mean KL(π_old ‖ π_θ) (0.001 – 0.05).
+    damping               ν added to F (F + νI) so conjugate gradient stays well conditioned (0.001 – 0.1).
     cg_iterations         conjugate-gradient iterations (10 – 20).
     cg_residual_tol       stop CG early once the squared residual ‖b − Ax‖² is below this.
     backtrack_ratio       step shrink factor per line-search try, in (0, 1) (0.5 – 0.8).
     backtrack_iterations  line-search tries before the update is rejected (10 – 15).
     value_lr              Adam step size of the value regression (1e-4 – 1e-2).
-    value_iterations      Adam steps on the value loss per batch (5 – 100).
+    value_iterations      Adam steps on the value loss per batch (5 – 100). 0: the value function is
+                          never fitted (the failure mode of Spinning Up's exercise 2.1).
     value_minibatch_size  transitions per value step; None fits on the whole batch every step.
     normalize_advantages  standardise Â over the whole batch. Rescaling Â alone would not move the
-                          step (its length is set by δ), but subtracting the mean acts as a constant
+                          step (its length is set by KL_max), but subtracting the mean acts as a constant
                           baseline and changes the direction g, so TRPO's steps differ with and
                           without it (see :func:`minippo.rollout.normalize_advantages`).
     """
@@ -96,7 +97,7 @@ class TRPOConfig:
                     high_inclusive=False)
         check_range("backtrack_iterations", self.backtrack_iterations, 1)
         check_range("value_lr", self.value_lr, 0, 1, low_inclusive=False)
-        check_range("value_iterations", self.value_iterations, 1)
+        check_range("value_iterations", self.value_iterations, 0)
         if self.value_minibatch_size is not None:
             check_range("value_minibatch_size", self.value_minibatch_size, 1)
 
@@ -141,7 +142,7 @@ def fisher_vector_product(kl_gradient: Tensor, params: Sequence[Tensor], vector:
             zero at θ_old, but its graph still holds the second derivatives.
         params: the policy parameters θ (the same list, in the same order).
         vector: v, ``[P]``.
-        damping: λ ≥ 0; adds λv, which keeps CG stable where F is nearly singular.
+        damping: ν ≥ 0; adds νv, which keeps CG stable where F is nearly singular.
 
     Returns ``[P]``. The graph of ``kl_gradient`` is kept, so this can be called once per CG iteration.
     """
@@ -166,7 +167,7 @@ def conjugate_gradient(Avp: Callable[[Tensor], Tensor], b: Tensor, iterations: i
     p = b.clone()  # search direction, A-conjugate to the previous ones
     r_dot_r = r @ r
     for _ in range(iterations):
-        if r_dot_r < residual_tol:
+        if r_dot_r <= residual_tol:  # (<=: with a tolerance of 0, an exact solution stops, not 0/0)
             break
         Ap = Avp(p)
         alpha = r_dot_r / (p @ Ap)  # exact minimiser of ½xᵀAx − bᵀx along p
@@ -190,9 +191,10 @@ def line_search(params: Sequence[Tensor], full_step: Tensor,
 
     Args:
         params: the policy parameters θ, updated in place.
-        full_step: ``[P]``, the largest step, β·x.
+        full_step: ``[P]``, the largest step, η·x.
         surrogate_and_kl: evaluates ``(L(θ), mean KL(π_old ‖ π_θ))`` as floats at the current ``params``.
-        max_kl: δ. backtrack_ratio: shrink factor in (0, 1). backtrack_iterations: number of tries.
+        max_kl: KL_max. backtrack_ratio: b, the shrink factor in (0, 1).
+        backtrack_iterations: number of tries.
 
     Returns ``(k, surrogate_improvement, kl)`` of the accepted step, or ``(-1, 0.0, 0.0)`` if every try
     was rejected and θ_old was restored. A NaN surrogate or KL is never accepted.
@@ -233,9 +235,9 @@ class TRPO:
         Returns:
             kl                     mean KL(π_old ‖ π_new) after the update (0 if rejected); ≤ max_kl.
             surrogate_improvement  L(θ_new) − L(θ_old), in units of the (normalised) Â; > 0 if accepted.
-            line_search_steps      k of the accepted step 0.5ᵏβx: 0 = the full step was accepted;
+            line_search_steps      k of the accepted step bᵏηx: 0 = the full step was accepted;
                                    −1 = every try was rejected and the policy is unchanged.
-            cg_residual            ‖g − (F + λI) x‖ left by conjugate gradient.
+            cg_residual            ‖g − (F + νI) x‖ left by conjugate gradient.
             step_norm              ‖θ_new − θ_old‖ (0 if rejected).
             value_loss             mean squared error of the value regression (squared reward units).
             entropy                mean entropy of π_old over the batch.
@@ -265,14 +267,14 @@ class TRPO:
         check_finite(kl, "TRPO mean KL")
         g = flat_grad(surrogate, params, retain_graph=True)
 
-        # x ≈ (F + λI)⁻¹ g by conjugate gradient, F v by double back-propagation through the KL.
+        # x ≈ (F + νI)⁻¹ g by conjugate gradient, F v by double back-propagation through the KL.
         kl_gradient = flat_grad(kl, params, create_graph=True)
         Fvp = lambda v: fisher_vector_product(kl_gradient, params, v, c.damping)
         x, cg_residual = conjugate_gradient(Fvp, g, c.cg_iterations, c.cg_residual_tol)
 
-        # β = sqrt(2δ / xᵀ(F + λI)x): the step whose damped quadratic KL model ½(βx)ᵀ(F + λI)(βx) is δ.
-        # The undamped model ½(βx)ᵀF(βx) = δ·xᵀFx / (xᵀFx + λ‖x‖²) is a little below δ (about 0.008 –
-        # 0.009 for δ = 0.01 here), and the line search checks the true KL in any case.
+        # η = sqrt(2 KL_max / xᵀ(F + νI)x): the step whose damped quadratic KL model ½(ηx)ᵀ(F + νI)(ηx) is
+        # KL_max. The undamped model ½(ηx)ᵀF(ηx) = KL_max·xᵀFx / (xᵀFx + ν‖x‖²) is a little below KL_max
+        # (about 0.008 – 0.009 for KL_max = 0.01 here); the line search checks the true KL in any case.
         x_F_x = (x @ Fvp(x)).item()
         step_size = math.sqrt(2 * c.max_kl / x_F_x) if x_F_x > 0 else 0.0
         full_step = (step_size * x).detach()

@@ -55,7 +55,8 @@ class VPGConfig:
 
     policy_lr             Adam step size of the single policy step per batch (3e-4 – 1e-2).
     value_lr              Adam step size of the value-function regression (1e-4 – 1e-2).
-    value_iterations      Adam steps on the value loss per batch (10 – 100; Spinning Up uses 80).
+    value_iterations      Adam steps on the value loss per batch (10 – 100; Spinning Up uses 80). 0: the
+                          value function is never fitted (the failure mode of Spinning Up's exercise 2.1).
     value_minibatch_size  transitions per value step; None fits on the whole batch every step.
     normalize_advantages  standardise Â over the whole batch. Subtracting the mean acts as a constant
                           baseline, so this changes the estimate of g, not only its scale (see
@@ -71,7 +72,7 @@ class VPGConfig:
     def __post_init__(self):
         check_range("policy_lr", self.policy_lr, 0, 1, low_inclusive=False)
         check_range("value_lr", self.value_lr, 0, 1, low_inclusive=False)
-        check_range("value_iterations", self.value_iterations, 1)
+        check_range("value_iterations", self.value_iterations, 0)
         if self.value_minibatch_size is not None:
             check_range("value_minibatch_size", self.value_minibatch_size, 1)
 
@@ -133,11 +134,14 @@ def fit_value_function(policy: nn.Module, optimizer: torch.optim.Optimizer, batc
         iterations: number of Adam steps. minibatch_size: transitions per step, or None for the whole
             batch. generator: seeds the minibatch shuffling.
 
-    Returns the mean squared error averaged over the steps, in squared reward units.
+    Returns the mean squared error averaged over the steps, in squared reward units; NaN for 0 iterations
+    (nothing is fitted).
 
     Raises:
         NonFiniteLossError: the value loss is NaN/inf; no step is taken with it.
     """
+    if iterations == 0:
+        return float("nan")
     total = 0.0
     stream = _value_minibatches(batch, minibatch_size, generator)
     for _ in range(iterations):

@@ -207,7 +207,7 @@ def test_line_search_backtracks_into_the_trust_region():
 
 @pytest.mark.parametrize("bad", [dict(max_kl=0.0), dict(damping=-0.1), dict(cg_iterations=0),
                                  dict(backtrack_ratio=1.0), dict(backtrack_iterations=0),
-                                 dict(value_lr=0.0), dict(value_iterations=0),
+                                 dict(value_lr=0.0), dict(value_iterations=-1),
                                  dict(value_minibatch_size=0)])
 def test_config_rejects_out_of_range_values(bad):
     name = next(iter(bad))
@@ -224,3 +224,15 @@ def test_trpo_learns_cartpole(tmp_path):
     with open(tmp_path / "progress.csv") as f:
         kls = [float(row["kl"]) for row in csv.DictReader(f)]
     assert max(kls) <= 0.01 * 1.5
+
+
+def test_zero_value_iterations_never_fit_the_value_function():
+    # Spinning Up's exercise 2.1: TRPO with the value fitting left out. The update must run, move the
+    # policy, leave the critic exactly as it was and report a NaN value loss (nothing was fitted).
+    policy, batch = _collect("CartPole-v1")
+    _, value_params = split_parameters(policy)
+    critic_before = parameters_to_vector(value_params).clone()
+    stats = TRPO(policy, TRPOConfig(value_iterations=0)).update(batch, progress=0.0)
+    assert np.isnan(stats["value_loss"])
+    assert stats["step_norm"] > 0
+    assert torch.equal(parameters_to_vector(value_params), critic_before)

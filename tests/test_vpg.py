@@ -143,7 +143,7 @@ def test_fit_value_function_regresses_returns_and_leaves_policy_alone(minibatch_
     assert torch.equal(policy.logits.detach(), logits_before)
 
 
-@pytest.mark.parametrize("bad", [dict(policy_lr=0.0), dict(value_lr=2.0), dict(value_iterations=0),
+@pytest.mark.parametrize("bad", [dict(policy_lr=0.0), dict(value_lr=2.0), dict(value_iterations=-1),
                                  dict(value_minibatch_size=0)])
 def test_config_rejects_out_of_range_values(bad):
     name = next(iter(bad))
