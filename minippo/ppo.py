@@ -5,14 +5,17 @@ Per iteration, on a batch collected by the current policy π_old with GAE advant
 
     for epoch = 1..K:
         for each shuffled minibatch:
-            r(θ)    = π_θ(a|s) / π_old(a|s)                                  probability ratio
-            L^CLIP  = mean( min(r Â, clip(r, 1−ε, 1+ε) Â) )                   eq. 7
+            ρ(θ)    = π_θ(a|s) / π_old(a|s)                                  probability ratio
+            L^CLIP  = mean( min(ρ Â, clip(ρ, 1−ε, 1+ε) Â) )                   eq. 7
             L^VF    = mean( (V_θ(s) − R)² )            (optionally clipped around V_old)
             S       = mean( entropy of π_θ(·|s) )
             loss    = −L^CLIP + c_vf L^VF − c_ent S                           eq. 9 (as a loss)
             one Adam step on loss, gradient norm clipped to max_grad_norm
         stop early if the approximate KL(π_old ‖ π_θ) on the batch exceeds target_kl
     log the loss terms, approximate KL and clip fraction of the updated policy on the whole batch
+
+``PPOConfig.objective`` swaps L^CLIP for the paper's alternatives, to see what the clip does:
+"kl_penalty" (§4: mean(ρ Â) − β·KL, β adapted after each iteration) and "unclipped" (mean(ρ Â) alone).
 
 Implementation details follow Huang et al. 2022, "The 37 Implementation Details of PPO".
 """
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import check_finite, check_range
+from .errors import MinippoError, check_finite, check_range
 from .rollout import explained_variance, masked_mean, normalize_advantages
 
 # Defaults per environment: rl-zoo3's tables (hyperparams/ppo.yml) where they exist. Keys are fields of
@@ -54,6 +57,9 @@ DEFAULTS: dict[str, dict] = {
                            minibatch_size=64, entropy_coef=0.01),
 }
 
+# The choices of PPOConfig.objective.
+OBJECTIVES = ("clip", "kl_penalty", "unclipped")
+
 
 @dataclass
 class PPOConfig:
@@ -69,7 +75,18 @@ class PPOConfig:
     entropy_coef         c_ent, weight of the entropy bonus (0 – 0.01).
     max_grad_norm        global gradient-norm clip (0.5).
     target_kl            stop the epochs early once the approximate KL exceeds it (None: never; 0.01–0.05).
+                         Early stopping only; not the KL-penalty target ``kl_penalty_target``.
     normalize_advantages standardise Â per minibatch.
+    objective            the policy term of the loss (see :func:`kl_penalty_loss`):
+                         "clip"        L^CLIP, eq. 7 (the default: PPO);
+                         "kl_penalty"  mean(ρ Â) − β·KL(π_old ‖ π_θ), the paper's §4 adaptive KL penalty;
+                         "unclipped"   mean(ρ Â), no clip and no penalty (eq. 6, L^CPI): nothing keeps
+                                       π_θ near π_old over the K epochs, so it breaks with many epochs.
+    kl_coef              β, the initial KL-penalty coefficient of "kl_penalty" (> 0; 0.1 – 10, the paper
+                         uses 1 and reports that the rule adapts it quickly, so its start matters little).
+    kl_penalty_target    d_targ of "kl_penalty" (> 0; 0.003 – 0.03): after each iteration, with d the
+                         approximate KL of the update, β ← β/2 if d < d_targ/1.5 and β ← 2β if
+                         d > 1.5·d_targ. It steers β only; early stopping is ``target_kl``.
     """
 
     learning_rate: float = 3e-4
@@ -84,6 +101,9 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     target_kl: float | None = None
     normalize_advantages: bool = True
+    objective: str = "clip"
+    kl_coef: float = 1.0
+    kl_penalty_target: float = 0.01
 
     def __post_init__(self):
         check_range("learning_rate", self.learning_rate, 0, 1, low_inclusive=False)
@@ -95,6 +115,11 @@ class PPOConfig:
         check_range("max_grad_norm", self.max_grad_norm, 0, low_inclusive=False)
         if self.target_kl is not None:
             check_range("target_kl", self.target_kl, 0, low_inclusive=False)
+        if self.objective not in OBJECTIVES:
+            raise MinippoError(f"objective={self.objective!r} is not one of {', '.join(OBJECTIVES)}; use "
+                               "'clip' for PPO's clipped surrogate.")
+        check_range("kl_coef", self.kl_coef, 0, low_inclusive=False)
+        check_range("kl_penalty_target", self.kl_penalty_target, 0, low_inclusive=False)
 
 
 def clipped_surrogate_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor,
@@ -116,8 +141,28 @@ def clipped_surrogate_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor,
     return -masked_mean(torch.min(unclipped, clipped), mask), ratio
 
 
+def kl_penalty_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
+                    kl_coef: float, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``−mean(ρ Â) + β·KL̂`` (the negated L^KLPEN of PPO §4, eq. 8) and the probability ratio ρ.
+
+    The batch stores only log π_old(a|s) of the action taken, so KL(π_old ‖ π_θ) is estimated on the
+    sampled actions as KL̂ = mean((ρ − 1) − log ρ), unbiased for a ~ π_old and ≥ 0 per sample (Schulman
+    2020, "Approximating KL divergence"; the same estimator as the logged ``approx_kl``).
+    ``kl_coef`` = 0 gives the plain unclipped surrogate ``−mean(ρ Â)`` (eq. 6).
+
+    Args: as :func:`clipped_surrogate_loss`, with ``kl_coef`` β ≥ 0 in place of ε.
+    """
+    log_ratio = log_probs - old_log_probs
+    ratio = log_ratio.exp()
+    loss = -masked_mean(ratio * advantages, mask)
+    if kl_coef > 0:
+        loss = loss + kl_coef * masked_mean((ratio - 1.0) - log_ratio, mask)
+    return loss, ratio
+
+
 class PPO:
-    """The PPO update. Holds the Adam optimiser, the one piece of state between iterations.
+    """The PPO update. Holds its state between iterations: the Adam optimiser, and β (``kl_coef``) of
+    objective="kl_penalty".
 
     Args:
         policy: any policy with ``evaluate(minibatch) -> (dist, values)`` (see ``minippo.policies``).
@@ -132,13 +177,15 @@ class PPO:
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5,
                                           fused=True)
         self.generator = torch.Generator().manual_seed(seed)
+        self.kl_coef = config.kl_coef  # β of objective="kl_penalty", adapted after every iteration
 
     def update(self, batch, progress: float) -> dict[str, float]:
         """One PPO iteration on ``batch`` (a :class:`minippo.rollout.Batch` with advantages and returns).
 
         ``progress`` in [0, 1) is the fraction of training done, for learning-rate and ε annealing.
         Returns the statistics practitioners watch (see :meth:`statistics`), plus learning_rate,
-        clip_range and the number of epochs run.
+        clip_range and the number of epochs run; with objective="kl_penalty" also ``kl_coef``, the β this
+        update used (then β is adapted for the next one, :meth:`adapt_kl_coef`).
 
         Raises:
             NonFiniteLossError: a loss is NaN/inf; the update is abandoned before its step.
@@ -160,11 +207,25 @@ class PPO:
             if c.target_kl is not None and self.statistics(batch, clip_range)["approx_kl"] > c.target_kl:
                 break  # the policy has moved far enough from π_old for this batch
 
-        return {**self.statistics(batch, clip_range), "learning_rate": lr, "clip_range": clip_range,
-                "epochs": epoch}
+        stats = {**self.statistics(batch, clip_range), "learning_rate": lr, "clip_range": clip_range,
+                 "epochs": epoch}
+        if c.objective == "kl_penalty":
+            stats["kl_coef"] = self.kl_coef
+            self.adapt_kl_coef(stats["approx_kl"])
+        return stats
+
+    def adapt_kl_coef(self, kl: float) -> None:
+        """PPO §4's rule for β, given d = ``kl``, the approximate KL the last update reached: β ← β/2 if
+        d < d_targ/1.5, β ← 2β if d > 1.5·d_targ, else unchanged (d_targ: ``kl_penalty_target``)."""
+        target = self.config.kl_penalty_target
+        if kl < target / 1.5:
+            self.kl_coef /= 2
+        elif kl > 1.5 * target:
+            self.kl_coef *= 2
 
     def loss(self, mb, clip_range: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """PPO's loss on a minibatch, ``−L^CLIP + c_vf L^VF − c_ent S`` (eq. 9 as a loss), and its parts."""
+        """PPO's loss on a minibatch, ``−L^CLIP + c_vf L^VF − c_ent S`` (eq. 9 as a loss), and its parts.
+        ``config.objective`` decides the policy term (−L^CLIP by default)."""
         c = self.config
         dist, values = self.policy.evaluate(mb)
         log_probs = dist.log_prob(mb.actions)
@@ -173,7 +234,11 @@ class PPO:
         if c.normalize_advantages:
             advantages = normalize_advantages(advantages, mask)
 
-        policy_loss, ratio = clipped_surrogate_loss(log_probs, mb.log_probs, advantages, clip_range, mask)
+        if c.objective == "clip":
+            policy_loss, ratio = clipped_surrogate_loss(log_probs, mb.log_probs, advantages, clip_range, mask)
+        else:  # "kl_penalty", or "unclipped" (β = 0)
+            kl_coef = self.kl_coef if c.objective == "kl_penalty" else 0.0
+            policy_loss, ratio = kl_penalty_loss(log_probs, mb.log_probs, advantages, kl_coef, mask)
         if c.clip_value_loss:  # keep V near V_old, as the policy is kept near π_old
             clipped_values = mb.values + (values - mb.values).clamp(-clip_range, clip_range)
             squared_errors = torch.max((values - mb.returns) ** 2, (clipped_values - mb.returns) ** 2)
@@ -192,9 +257,10 @@ class PPO:
         """Diagnostics of the current policy on the whole batch (one forward pass):
 
         policy_loss, value_loss, entropy    the loss terms
-        approx_kl           KL(π_old ‖ π_θ) estimated as mean((r − 1) − log r) (Schulman 2020, "Approximating
+        approx_kl           KL(π_old ‖ π_θ) estimated as mean((ρ − 1) − log ρ) (Schulman 2020, "Approximating
                             KL divergence"): how far this iteration moved the policy
-        clip_fraction       share of transitions whose ratio is outside [1 − ε, 1 + ε]
+        clip_fraction       share of transitions whose ratio ρ is outside [1 − ε, 1 + ε] (whatever the
+                            objective)
         explained_variance  of the returns by V_old (1: perfect, ≤ 0: useless)
         """
         data = batch.all()
@@ -207,7 +273,9 @@ class PPO:
                 "explained_variance": explained_variance(data.values, data.returns, mask)}
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict()}
+        return {"optimizer": self.optimizer.state_dict(), "kl_coef": self.kl_coef}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the optimiser and β; a checkpoint from before β was saved keeps ``config.kl_coef``."""
         self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_coef = state.get("kl_coef", self.config.kl_coef)
