@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shaded band per curve: auto (default) = min–max range over ≤ 4 seeds, 95%% "
                    "t-interval of the mean for ≥ 5; range; t95; or std (± 1 std over seeds). One seed: no "
                    "band. The legend names the band drawn")
+    p.add_argument("--font-scale", type=float, default=1.0,
+                   help="multiply every font size, e.g. 1.6 for slides (default: 1)")
 
     r = sub.add_parser("rlhf", help="RLHF in miniature: pretrain a tiny GPT, learn a reward model, fine-tune "
                        "it with VPG, TRPO or PPO",

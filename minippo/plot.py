@@ -54,6 +54,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+from matplotlib import rc_context, rcParams
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 from scipy import stats
@@ -270,8 +271,8 @@ def reward_threshold(env_id: str) -> float | None:
         return None
 
 
-def plot_runs(runs: list[Run], ax=None, band: str = "auto", grid: int = 200, title: str | None = None
-              ) -> Figure:
+def plot_runs(runs: list[Run], ax=None, band: str = "auto", grid: int = 200, title: str | None = None,
+              font_scale: float = 1.0) -> Figure:
     """Draw episodic return against env steps: one line per algorithm (the mean over its runs, i.e.
     seeds, with a shaded band, see :func:`aggregate`), one panel per env, and the env's reward threshold
     as a dashed line where Gymnasium defines one.
@@ -286,7 +287,8 @@ def plot_runs(runs: list[Run], ax=None, band: str = "auto", grid: int = 200, tit
         ax: a matplotlib Axes to draw into (then all runs must be on one env); None makes a new figure.
         band: ``"auto"``, ``"range"``, ``"t95"`` or ``"std"`` (:func:`aggregate`). grid: grid points per
             curve. title: the panel title (default: "<env id>: episodic return during training"); with
-            several envs, the figure title.
+            several envs, the figure title. font_scale: multiplies every font size (e.g. 1.6 for slides);
+            the format (PNG, SVG, PDF, ...) is chosen when saving, by the file's suffix.
 
     Returns:
         The figure (``ax.figure`` when ``ax`` is given). Save it with ``fig.savefig("returns.png")``.
@@ -294,6 +296,13 @@ def plot_runs(runs: list[Run], ax=None, band: str = "auto", grid: int = 200, tit
     Raises:
         MinippoError: no runs, runs of several envs with one ``ax``, or as :func:`aggregate`.
     """
+    if font_scale <= 0:
+        raise MinippoError(f"font_scale={font_scale} must be > 0, e.g. 1.6 for slides.")
+    with rc_context({"font.size": rcParams["font.size"] * font_scale}):  # fonts are fixed when drawn
+        return _draw_runs(runs, ax, band, grid, title)
+
+
+def _draw_runs(runs: list[Run], ax, band: str, grid: int, title: str | None) -> Figure:
     if not runs:
         raise MinippoError("No runs to plot.")
     resolve_band(band, 2)  # an unknown band fails here, even if every curve has one seed
@@ -347,7 +356,7 @@ def cmd_plot(args) -> int:
     """``minippo plot RUN_DIR... --out FILE``: the figure of :func:`plot_runs`; the format follows the
     suffix of FILE (png, svg, pdf, ...)."""
     runs = load_runs(args.runs)
-    fig = plot_runs(runs, band=args.band)
+    fig = plot_runs(runs, band=args.band, font_scale=args.font_scale)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:

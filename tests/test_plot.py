@@ -252,3 +252,17 @@ def test_each_algorithm_has_one_colour_whichever_others_are_drawn():
     assert line_colours(["ppo"]) == {"ppo": ALGORITHM_COLORS["ppo"]}
     assert line_colours(["trpo", "ppo"]) == {"trpo": ALGORITHM_COLORS["trpo"], "ppo": ALGORITHM_COLORS["ppo"]}
     assert len(set(ALGORITHM_COLORS.values())) == len(ALGORITHM_COLORS)
+
+
+def test_font_scale_enlarges_every_text_and_svg_pdf_are_written(tmp_path):
+    runs = [make_run([10, 20, 30], [1.0, 2.0, 3.0], algo=a) for a in ("ppo", "vpg")]
+    normal, large = plot_runs(runs), plot_runs(runs, font_scale=2.0)
+    size = lambda fig: fig.axes[0].xaxis.label.get_fontsize()
+    assert size(large) == pytest.approx(2 * size(normal))
+    assert large.axes[0].get_legend().get_texts()[0].get_fontsize() > \
+        normal.axes[0].get_legend().get_texts()[0].get_fontsize()
+    with pytest.raises(MinippoError, match="font_scale"):
+        plot_runs(runs, font_scale=0)
+    for suffix in ("svg", "pdf"):
+        large.savefig(tmp_path / f"returns.{suffix}")
+        assert (tmp_path / f"returns.{suffix}").stat().st_size > 1000
