@@ -9,13 +9,14 @@ Pipeline::
 
 Symbols: ``n`` pairs, ``P`` prompt tokens, ``T`` completion tokens, ``L = P + T``.
 
-What the proxy gets wrong (measured with the default settings on the CPU, held-out accuracy 0.95
-against the noiseless gold ordering, 0.90 on the 141 of 1000 held-out pairs whose two texts never occur
+What the proxy gets wrong (measured with the default settings on the CPU, held-out accuracy 0.93
+against the noiseless gold ordering, 0.91 on the 140 of 1000 held-out pairs whose two texts never occur
 in the training pairs): it learns the *sign* of a review far better than the *count* the annotator
-sums ("the soup was great." scores 1.13, with a second glowing clause 1.27, gold 1 vs 2), and it has
+sums ("the soup was great." scores 1.14, with a second glowing clause 1.15, gold 1 vs 2), and it has
 never seen text far from the pretrained model's, so it rates "the soupffresh." (gold −1) as highly as a
-real review. Attention averages over positions, which makes counting hard for a last-token readout of a
-tiny model. RL with a small KL coefficient finds and exploits exactly these gaps (``minippo.lm.figures``).
+real review (1.14). Attention averages over positions, which makes counting hard for a last-token
+readout of a tiny model. RL with a small KL coefficient finds and exploits exactly these gaps
+(``minippo.lm.figures``).
 """
 
 from __future__ import annotations
