@@ -1,4 +1,5 @@
-"""The ``minippo`` command: ``train``, ``eval``, ``compare``, ``plot`` and ``rlhf`` (``minippo --help``).
+"""The ``minippo`` command: ``train``, ``eval``, ``compare``, ``plot``, ``rlhf`` and ``check``
+(``minippo --help``).
 
 Bad input is reported as one line on stderr, ``minippo: error: ...``, with exit status 2; a NaN loss
 stops training with status 1; Ctrl-C with status 130. The run folder keeps the last good checkpoint.
@@ -104,6 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override an RLHFConfig field or an algorithm hyperparameter, e.g. --hp "
                    "num_sequences=128 --hp learning_rate=3e-4 (repeatable)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    from .check import DEFAULT_TIMEOUT, EXERCISES  # noqa: PLC0415
+
+    k = sub.add_parser("check", help="grade a student's function (or a folder of them) against independent "
+                       "references",
+                       description="Run the exercise's cases on the function FILE defines and print each as "
+                       "PASS or FAIL with a hint; a folder DIR gets a table, one row per .py file. Exit "
+                       "status 0 if every case passes, 1 if any fails, 2 if FILE cannot be graded (no such "
+                       "file or function, a syntax error, an exception, a wrong return type, the time "
+                       "limit). Exercises and their functions: minippo/check.py.")
+    k.add_argument("exercise", choices=list(EXERCISES), metavar="EXERCISE",
+                   help=f"one of: {', '.join(EXERCISES)}")
+    k.add_argument("path", nargs="?", metavar="FILE|DIR", help="the student's .py file, or a folder of them")
+    k.add_argument("--solution", action="store_true", help="grade minippo's own function, the model solution")
+    k.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"seconds per submission before it is stopped (default: {DEFAULT_TIMEOUT:g})")
     return parser
 
 
@@ -150,13 +167,20 @@ def cmd_plot(args) -> int:
     return cmd_plot(args)
 
 
+def cmd_check(args) -> int:
+    from .check import cmd_check
+
+    return cmd_check(args)
+
+
 def cmd_rlhf(args) -> int:
     from .lm.rlhf import cmd_rlhf
 
     return cmd_rlhf(args, _parse_hp(args.hp))
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "compare": cmd_compare, "plot": cmd_plot, "rlhf": cmd_rlhf}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "compare": cmd_compare, "plot": cmd_plot, "rlhf": cmd_rlhf,
+            "check": cmd_check}
 
 
 def main(argv: list[str] | None = None) -> int:
