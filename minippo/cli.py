@@ -31,6 +31,15 @@ def _parse_hp(items: list[str]) -> dict:
     return out
 
 
+def number(text: str) -> int | float:
+    """``--total-steps`` value: ``100000`` or ``1e5``. A float that is not whole is refused later, by
+    :class:`minippo.train.TrainConfig`, with a message naming the option."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)  # a ValueError here makes argparse say "invalid number value"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minippo", description="Policy-gradient RL, small and readable: "
                                      "VPG, TRPO and PPO on Gymnasium tasks.")
@@ -43,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "each algorithm module); any hyperparameter can be set with --hp KEY=VALUE.")
     t.add_argument("--algo", default="ppo", choices=sorted(ALGORITHMS))
     t.add_argument("--env", default="CartPole-v1", help="Gymnasium env id (default: CartPole-v1)")
-    t.add_argument("--total-steps", type=int, help="env-step budget (default: per env)")
+    t.add_argument("--total-steps", type=number, help="env-step budget, e.g. 100000 or 1e5 (default: "
+                   "per env)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--num-envs", type=int, help="parallel envs (default: per env)")
     t.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
@@ -66,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--env", default="CartPole-v1", help="Gymnasium env id (default: CartPole-v1)")
     c.add_argument("--algos", nargs="+", choices=list(ALGORITHMS), help="(default: all)")
     c.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="(default: 0 1 2)")
-    c.add_argument("--total-steps", type=int, help="env-step budget per run (default: per algorithm and env)")
+    c.add_argument("--total-steps", type=number,
+                   help="env-step budget per run (default: per algorithm and env)")
     c.add_argument("--jobs", type=int, help="runs at a time (default: number of CPUs)")
     c.add_argument("--out", help="comparison folder (default: runs/compare-<env>)")
     c.add_argument("--redo", action="store_true", help="train finished runs again")

@@ -9,6 +9,7 @@ optional ``NormalizeObservation`` / ``NormalizeReward`` wrappers for continuous 
 from __future__ import annotations
 
 import difflib
+import importlib
 
 import gymnasium as gym
 import numpy as np
@@ -22,13 +23,37 @@ _EXTRAS = {"box2d": "box2d", "mujoco": "mujoco"}
 
 
 def check_env_id(env_id: str) -> None:
-    """Raise :class:`MinippoError` if ``env_id`` is not registered with Gymnasium, suggesting close ids."""
-    if env_id in gym.registry:
+    """Raise :class:`MinippoError` if ``env_id`` is not registered with Gymnasium, suggesting close ids.
+
+    Gymnasium's ``"module:EnvId-v0"`` syntax is accepted, as ``gymnasium.make`` accepts it: ``module`` is
+    imported first (it is expected to call ``gymnasium.register``), then ``EnvId-v0`` must be registered.
+    """
+    module, _, name = env_id.rpartition(":")
+    if module:
+        _import_env_module(module, env_id)
+    if name in gym.registry:
         return
-    close = difflib.get_close_matches(env_id, list(gym.registry.keys()), n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name, list(gym.registry.keys()), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    if module:
+        raise MinippoError(f"Module {module!r} was imported but did not register the environment id "
+                           f"{name!r}.{hint} Register it in {module} with gymnasium.register({name!r}, "
+                           "entry_point=...).")
     raise MinippoError(f"Unknown environment id {env_id!r}.{hint} "
                        "List the ids with: python -c \"import gymnasium; gymnasium.pprint_registry()\"")
+
+
+def _import_env_module(module: str, env_id: str) -> None:
+    """Import the module named in a ``"module:EnvId"`` id, turning any failure into one clear error."""
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise MinippoError(f"Cannot import module {module!r} named in the environment id {env_id!r}: {e}. "
+                           "Put it on the Python path, e.g. PYTHONPATH=. if it is a .py file in the current "
+                           "folder.") from None
+    except Exception as e:  # the student's module itself fails while importing
+        raise MinippoError(f"Importing module {module!r} named in the environment id {env_id!r} raised "
+                           f"{type(e).__name__}: {e}") from None
 
 
 def make_vec_env(env_id: str, num_envs: int, *, normalize_obs: bool = False,
@@ -40,15 +65,17 @@ def make_vec_env(env_id: str, num_envs: int, *, normalize_obs: bool = False,
     (which scales rewards by a running estimate of the std of the γ-discounted return).
 
     Raises:
-        MinippoError: unknown id (with close matches), a missing optional dependency (names the extra to
+        MinippoError: unknown id (with close matches), an unimportable ``module`` of a
+            ``"module:EnvId"`` id, a missing optional dependency (names the extra to
             install), or an observation space that is not a flat ``Box`` / an action space that is
             neither ``Discrete`` nor ``Box``.
     """
     check_env_id(env_id)
+    name = env_id.rpartition(":")[2]  # check_env_id has imported the module of a "module:EnvId" id
     try:
-        envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
+        envs = gym.make_vec(name, num_envs=num_envs, vectorization_mode="sync")
     except gym.error.DependencyNotInstalled as e:
-        family = next((x for x in _EXTRAS if x in str(gym.spec(env_id).entry_point)), None)
+        family = next((x for x in _EXTRAS if x in str(gym.spec(name).entry_point)), None)
         fix = f"pip install 'minippo[{_EXTRAS[family]}]'" if family else "install the package it names"
         raise MinippoError(f"{env_id} needs an optional dependency that is not installed ({e}). "
                            f"Fix: {fix}") from None

@@ -1,5 +1,7 @@
 """The errors minippo raises on bad input. The command line prints them without a traceback."""
 
+import numbers
+
 import torch
 
 
@@ -15,19 +17,23 @@ class NonFiniteLossError(MinippoError):
 
 def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
                 low_inclusive: bool = True, high_inclusive: bool = True) -> None:
-    """Raise :class:`MinippoError` unless ``low <= value <= high`` (bounds optional, inclusivity as given).
+    """Raise :class:`MinippoError` unless ``value`` is a number with ``low <= value <= high`` (bounds
+    optional, inclusivity as given).
 
     The message names the hyperparameter, its value and its valid range, e.g.
-    ``clip_range=1.5 is out of range: it must be in (0, 1).``
+    ``clip_range=1.5 is out of range: it must be in (0, 1).`` or
+    ``learning_rate='abc' is not a number: it must be a number in (0, 1].``
     """
+    left = ("[" if low_inclusive else "(") + (f"{low:g}" if low is not None else "-inf")
+    right = (f"{high:g}" if high is not None else "inf") + ("]" if high_inclusive else ")")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise MinippoError(f"{name}={value!r} is not a number: it must be a number in {left}, {right}.")
     ok = True
     if low is not None:
         ok &= value >= low if low_inclusive else value > low
     if high is not None:
         ok &= value <= high if high_inclusive else value < high
     if not ok:
-        left = ("[" if low_inclusive else "(") + (f"{low:g}" if low is not None else "-inf")
-        right = (f"{high:g}" if high is not None else "inf") + ("]" if high_inclusive else ")")
         raise MinippoError(f"{name}={value!r} is out of range: it must be in {left}, {right}.")
 
 

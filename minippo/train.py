@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,16 +73,40 @@ class TrainConfig:
     log_std_init: float = 0.0
 
     def __post_init__(self):
-        self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
+        self.hidden_sizes = _hidden_sizes(self.hidden_sizes)
         if self.algo not in ALGORITHMS:
             raise MinippoError(f"Unknown algorithm {self.algo!r}; choose one of {sorted(ALGORITHMS)}.")
+        self.total_steps = _whole_number("total_steps", self.total_steps)
+        self.num_envs = _whole_number("num_envs", self.num_envs)
+        self.num_steps = _whole_number("num_steps", self.num_steps)
+        self.seed = _whole_number("seed", self.seed)
         check_range("total_steps", self.total_steps, 1)
         check_range("num_envs", self.num_envs, 1, 1024)
         check_range("num_steps", self.num_steps, 1)
+        check_range("seed", self.seed, 0)  # numpy and Gymnasium seeds must be non-negative
         check_range("gamma", self.gamma, 0, 1)
         check_range("gae_lambda", self.gae_lambda, 0, 1)
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise MinippoError(f"device={self.device!r} is not one of auto, cpu, cuda.")
+
+
+def _whole_number(name: str, value) -> int:
+    """``value`` as an int; integral floats such as ``1e5`` are accepted, anything else is refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise MinippoError(f"{name}={value!r} is not a whole number: it must be an int, e.g. {name}=100000 "
+                           "(1e5 is accepted too).")
+    return int(value)
+
+
+def _hidden_sizes(value) -> tuple[int, ...]:
+    """``64``, ``(64, 64)`` or ``[64, 64]`` → a tuple of positive ints (the hidden layer widths)."""
+    sizes = value if isinstance(value, (tuple, list)) else (value,)
+    if not sizes or any(isinstance(h, bool) or not isinstance(h, numbers.Integral) or h < 1 for h in sizes):
+        raise MinippoError(f"hidden_sizes={value!r} is not valid: it must be one or more positive ints, "
+                           "e.g. --hp hidden_sizes=64 or --hp hidden_sizes=64,64.")
+    return tuple(int(h) for h in sizes)
 
 
 def make_configs(algo: str = "ppo", env_id: str = "CartPole-v1", **overrides) -> tuple[TrainConfig, object]:
@@ -226,8 +252,9 @@ def train(env_id: str = "CartPole-v1", algo: str = "ppo", *, total_steps: int | 
     c = train_config
     dev = resolve_device(c.device)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(out) if out is not None else Path("runs") / f"{env_id}-{algo}-s{seed}-{stamp}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # A "module:EnvId" id gets no ":" in the default folder name (it is not allowed on Windows).
+    run_dir = (Path(out) if out is not None
+               else Path("runs") / f"{env_id.replace(':', '.')}-{algo}-s{c.seed}-{stamp}")
 
     if dev.type == "cpu":
         # For these small networks a second thread gains little (~7% for CartPole PPO on an idle
@@ -237,6 +264,12 @@ def train(env_id: str = "CartPole-v1", algo: str = "ppo", *, total_steps: int | 
     torch.manual_seed(c.seed)
     envs = make_vec_env(env_id, c.num_envs, normalize_obs=c.normalize_obs,
                         normalize_reward=c.normalize_reward, gamma=c.gamma)
+    try:  # checked after the env, so that an unsupported env is reported first
+        _check_budget(c)
+        _make_run_dir(run_dir)
+    except MinippoError:
+        envs.close()
+        raise
     policy = MLPActorCritic(envs.single_observation_space.shape[0], envs.single_action_space,
                             c.hidden_sizes, c.log_std_init).to(dev)
     algorithm_cls = ALGORITHMS[algo][0]
@@ -260,6 +293,30 @@ def train(env_id: str = "CartPole-v1", algo: str = "ppo", *, total_steps: int | 
     finally:
         envs.close()
     return result
+
+
+def _check_budget(c: TrainConfig) -> None:
+    """Refuse a budget smaller than one batch (it would still run a whole batch)."""
+    batch = c.num_steps * c.num_envs
+    if c.total_steps < batch:
+        raise MinippoError(f"total_steps={c.total_steps} is smaller than one batch: num_steps × num_envs = "
+                           f"{c.num_steps} × {c.num_envs} = {batch} env steps. Raise --total-steps to at "
+                           f"least {batch}, or lower num_steps (--hp num_steps=...) or --num-envs.")
+
+
+def _make_run_dir(run_dir: Path) -> None:
+    """Create the run folder, or say in one line why it cannot be."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise MinippoError(f"--out {run_dir} is an existing file, not a folder. Give --out a new folder "
+                           "name, or move the file away.")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MinippoError(f"Cannot create the run folder --out {run_dir}: {e.strerror}. Give --out a "
+                           "folder you can write to.") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise MinippoError(f"Cannot write to the run folder --out {run_dir}: permission denied. Give --out "
+                           "a folder you can write to.")
 
 
 def load_policy(checkpoint: str | Path, env_id: str | None = None, device: str = "cpu"):
@@ -304,6 +361,7 @@ def evaluate(checkpoint: str | Path, episodes: int = 10, deterministic: bool = T
     normalisation statistics are restored from the checkpoint and frozen.
     """
     check_range("episodes", episodes, 1)
+    check_range("seed", seed, 0)
     policy, config, obs_stats = load_policy(checkpoint, env_id)
     env_id = env_id or config["env_id"]
     envs = make_vec_env(env_id, 1, normalize_obs=config["normalize_obs"])

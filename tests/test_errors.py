@@ -164,3 +164,92 @@ def test_ctrl_c_keeps_finished_iterations(tmp_path):
     assert result.status == "interrupted" and result.iterations == 2
     assert load_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 2
     assert not (tmp_path / "checkpoint.pt.tmp").exists()
+
+
+# --- No traceback on any input: one line on stderr, exit status 2 ---------------------------------------
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("minippo: error: "), err
+    return lines[0]
+
+
+def test_negative_seed_is_refused(capsys):
+    assert main(["train", "--seed", "-1", "--no-progress", "--total-steps", "2048"]) == 2
+    assert "seed=-1 is out of range" in one_error_line(capsys)
+
+
+def test_out_that_cannot_be_a_folder(tmp_path, capsys):
+    assert main(["train", "--out", "/proc/x", "--no-progress", "--total-steps", "2048"]) == 2
+    line = one_error_line(capsys)
+    assert "/proc/x" in line and "Give --out a folder you can write to" in line
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    assert main(["train", "--out", str(a_file), "--no-progress", "--total-steps", "2048"]) == 2
+    line = one_error_line(capsys)
+    assert str(a_file) in line and "is an existing file" in line and "new folder" in line
+    assert a_file.read_text() == "keep me"
+
+
+def test_non_numeric_hyperparameter_names_parameter_and_type(capsys):
+    assert main(["train", "--hp", "learning_rate=abc", "--no-progress", "--total-steps", "2048"]) == 2
+    assert "learning_rate='abc' is not a number: it must be a number in (0, 1]" in one_error_line(capsys)
+    assert main(["train", "--hp", "num_steps=abc", "--no-progress"]) == 2
+    assert "num_steps='abc' is not a whole number" in one_error_line(capsys)
+    assert main(["train", "--hp", "hidden_sizes=abc", "--no-progress"]) == 2
+    assert "hidden_sizes='abc'" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("value,expected", [("64", [64]), ("64,64", [64, 64]), ("(32,16)", [32, 16])])
+def test_hidden_sizes_forms(value, expected, tmp_path, capsys):
+    assert main(["train", "--hp", f"hidden_sizes={value}", "--hp", "num_steps=16", "--num-envs", "1",
+                 "--total-steps", "16", "--no-progress", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["hidden_sizes"] == expected
+
+
+def test_total_steps_as_an_integral_float(tmp_path, capsys):
+    assert main(["train", "--total-steps", "3.2e1", "--hp", "num_steps=16", "--num-envs", "1",
+                 "--no-progress", "--out", str(tmp_path)]) == 0
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["global_step"] == 32
+    assert main(["train", "--total-steps", "1.5", "--no-progress"]) == 2
+    assert "total_steps=1.5 is not a whole number" in one_error_line(capsys)
+
+
+def test_budget_smaller_than_one_batch(tmp_path, capsys):
+    assert main(["train", "--hp", "num_steps=100000", "--total-steps", "100", "--num-envs", "8",
+                 "--no-progress", "--out", str(tmp_path / "run")]) == 2
+    line = one_error_line(capsys)
+    assert "total_steps=100 is smaller than one batch" in line and "100000 × 8 = 800000" in line
+    assert "Raise --total-steps to at least 800000" in line
+    assert not (tmp_path / "run").exists()
+
+
+# --- A student's own environment: Gymnasium's "module:EnvId" ids ------------------------------------------
+
+STUDENT_ENV = "envs_for_tests:EndlessConstant-v0"  # tests/ is on sys.path under pytest
+
+
+def test_student_env_module_via_the_python_api(tmp_path):
+    result = train(STUDENT_ENV, total_steps=64, num_envs=2, num_steps=32, out=tmp_path, show_progress=False)
+    assert result.global_step == 64 and result.episode_returns[0] == 20.0  # 20 steps of reward 1
+    assert evaluate(tmp_path, episodes=2) == [20.0, 20.0]
+
+
+def test_student_env_module_via_the_cli(tmp_path, capsys):
+    assert main(["train", "--env", STUDENT_ENV, "--total-steps", "64", "--num-envs", "2", "--hp",
+                 "num_steps=32", "--no-progress", "--out", str(tmp_path)]) == 0
+    assert main(["eval", str(tmp_path), "--episodes", "2"]) == 0
+    assert "return over 2 episodes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("env_id,match", [
+    ("no_such_module_xyz:Endless-v0", "Cannot import module 'no_such_module_xyz'"),
+    ("envs_for_tests:Missing-v0", "Module 'envs_for_tests' was imported but did not register"),
+])
+def test_student_env_module_errors(env_id, match, capsys):
+    assert main(["train", "--env", env_id, "--no-progress", "--total-steps", "64"]) == 2
+    assert match in one_error_line(capsys)
+    with pytest.raises(MinippoError, match=match):
+        train(env_id, total_steps=64, show_progress=False)
