@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import sys
 
 import numpy as np
@@ -50,14 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a policy on a Gymnasium task",
                        description="Train a policy. Defaults are tuned per env (see the DEFAULTS table in "
                        "each algorithm module); any hyperparameter can be set with --hp KEY=VALUE.")
-    t.add_argument("--algo", default="ppo", choices=sorted(ALGORITHMS))
-    t.add_argument("--env", default="CartPole-v1", help="Gymnasium env id (default: CartPole-v1)")
+    # --algo, --env and --seed default to None so that cmd_train can tell them given from defaulted.
+    t.add_argument("--algo", choices=sorted(ALGORITHMS), help="(default: ppo)")
+    t.add_argument("--env", help="Gymnasium env id (default: CartPole-v1)")
     t.add_argument("--total-steps", type=number, help="env-step budget, e.g. 100000 or 1e5 (default: "
-                   "per env)")
-    t.add_argument("--seed", type=int, default=0)
+                   "per env); with --resume, a new budget, e.g. larger to train longer")
+    t.add_argument("--seed", type=int, help="(default: 0)")
     t.add_argument("--num-envs", type=int, help="parallel envs (default: per env)")
     t.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
-    t.add_argument("--out", help="run folder (default: runs/<env>-<algo>-s<seed>-<time>)")
+    t.add_argument("--out", help="run folder (default: runs/<env>-<algo>-s<seed>-<time>); a folder that "
+                   "already holds a run is refused unless --overwrite")
+    t.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint "
+                   "with its own settings (the envs are reset: episodes in flight are not restored)")
     t.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hyperparameter, e.g. --hp learning_rate=1e-3 (repeatable)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -72,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="train algorithms × seeds in parallel, then plot and tabulate",
                        description="Train every (algorithm, seed) pair on one env, one process per run, then "
                        "write returns.png/.svg and summary.csv/.md to --out. Finished runs are kept: run the "
-                       "same command again to resume. Exit status 1 if any run failed.")
+                       "same command again to resume (unfinished runs go on from their checkpoints). "
+                       "Exit status 1 if any run failed.")
     c.add_argument("--env", default="CartPole-v1", help="Gymnasium env id (default: CartPole-v1)")
     c.add_argument("--algos", nargs="+", choices=list(ALGORITHMS), help="(default: all)")
     c.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="(default: 0 1 2)")
@@ -136,12 +143,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from .train import train
+    from .train import resume, train
 
-    hp = _parse_hp(args.hp)
-    result = train(args.env, args.algo, total_steps=args.total_steps, seed=args.seed,
-                   num_envs=args.num_envs, device=args.device, out=args.out,
-                   show_progress=not args.no_progress, **hp)
+    if args.resume:
+        given = [flag for flag, value in (("--algo", args.algo), ("--env", args.env), ("--seed", args.seed),
+                                          ("--num-envs", args.num_envs), ("--out", args.out),
+                                          ("--overwrite", args.overwrite), ("--hp", args.hp)) if value]
+        if given:
+            raise MinippoError(f"--resume continues the run with its own settings; drop {', '.join(given)} "
+                               "(only --total-steps, --device and --no-progress may be given).")
+        result = resume(args.resume, total_steps=args.total_steps,
+                        device=None if args.device == "auto" else args.device,
+                        show_progress=not args.no_progress)
+        saved = json.loads((result.run_dir / "config.json").read_text())["train"]
+        args.algo, args.env = saved["algo"], saved["env_id"]
+    else:
+        args.algo, args.env = args.algo or "ppo", args.env or "CartPole-v1"
+        result = train(args.env, args.algo, total_steps=args.total_steps,
+                       seed=args.seed if args.seed is not None else 0, num_envs=args.num_envs,
+                       device=args.device, out=args.out, overwrite=args.overwrite,
+                       show_progress=not args.no_progress, **_parse_hp(args.hp))
     returns = result.episode_returns
     print(f"\n{args.algo} on {args.env}: {result.status} after {result.iterations} iterations, "
           f"{result.global_step} env steps in {result.time_s:.1f} s "

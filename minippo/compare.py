@@ -14,9 +14,11 @@ What lands in ``out`` (default ``runs/compare-<env>``)::
 
 *Finished* means the run folder holds ``done.json``, written by the worker once :func:`minippo.train`
 returns normally; it names the env, algorithm, seed and budget. Running the same comparison again
-reuses such folders (so an interrupted comparison picks up where it stopped) unless ``redo=True``; any
-other folder at that path is trained again from scratch. A run that raises is reported with its error
-while the others go on; the figure and the table then use the runs that finished.
+reuses such folders (so an interrupted comparison picks up where it stopped) unless ``redo=True``; an
+unfinished run with a checkpoint of the same env, algorithm and seed is resumed from it
+(:func:`minippo.train.resume`); any other folder at that path is trained again from scratch. A run that
+raises is reported with its error while the others go on; the figure and the table then use the runs
+that finished.
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ from tqdm import tqdm
 
 from .envs import check_env_id
 from .errors import MinippoError, check_range
-from .logger import write_json
+from .logger import load_checkpoint, write_json
 from .plot import Run, band_label, load_run, plot_runs, reward_threshold
-from .train import ALGORITHMS, make_configs, train
+from .train import ALGORITHMS, make_configs, resume, train
 
 DONE_FILE = "done.json"
 ERROR_FILE = "error.txt"
@@ -74,9 +76,23 @@ def is_finished(spec: RunSpec) -> bool:
     return all(done.get(key) == value for key, value in spec.identity().items())
 
 
-def train_one(spec: RunSpec) -> dict:
+def resumable(spec: RunSpec) -> bool:
+    """True if ``spec.run_dir`` holds a loadable checkpoint of this run (same env, algorithm and seed), so
+    that an unfinished run goes on from it instead of starting over."""
+    try:
+        train_config = load_checkpoint(spec.run_dir / "checkpoint.pt")["config"]["train"]
+    except (MinippoError, KeyError, TypeError):
+        return False
+    return (train_config.get("env_id"), train_config.get("algo"), train_config.get("seed")) == (
+        spec.env_id, spec.algo, spec.seed)
+
+
+def train_one(spec: RunSpec, redo: bool = False) -> dict:
     """Train one run in this (worker) process and mark it finished with ``done.json``; return what
     done.json holds: the run's identity, ``global_step``, ``time_s`` and ``final_return``.
+
+    An unfinished run of this spec in ``spec.run_dir`` is resumed from its checkpoint (unless ``redo``);
+    anything else there is replaced.
 
     Uses one torch thread and the CPU: K small-MLP runs side by side on K cores beat sharing one GPU.
     If training raises, the traceback is saved to ``<run_dir>/error.txt`` before the exception goes on.
@@ -88,8 +104,11 @@ def train_one(spec: RunSpec) -> dict:
     (spec.run_dir / DONE_FILE).unlink(missing_ok=True)  # a redo that fails must not look finished
     (spec.run_dir / ERROR_FILE).unlink(missing_ok=True)
     try:
-        result = train(spec.env_id, spec.algo, total_steps=spec.total_steps, seed=spec.seed, device="cpu",
-                       out=spec.run_dir, show_progress=False)
+        if not redo and resumable(spec):
+            result = resume(spec.run_dir, total_steps=spec.total_steps, device="cpu", show_progress=False)
+        else:
+            result = train(spec.env_id, spec.algo, total_steps=spec.total_steps, seed=spec.seed,
+                           device="cpu", out=spec.run_dir, overwrite=True, show_progress=False)
     except Exception:
         # The parent process only sees the exception's message; keep the whole traceback for debugging.
         if spec.run_dir.is_dir():
@@ -279,7 +298,7 @@ def compare(env_id: str = "CartPole-v1", algos: Sequence[str] | None = None,
                 # workers ahead of time, and Ctrl-C could then no longer cancel them.
                 while waiting and len(running) < jobs:
                     spec = waiting.pop(0)
-                    running[executor.submit(train_one, spec)] = spec
+                    running[executor.submit(train_one, spec, redo)] = spec
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     spec, error = running.pop(future), future.exception()

@@ -115,7 +115,7 @@ def space_signature(envs: gym.vector.VectorEnv) -> dict:
     return sig
 
 
-def _find_wrapper(envs: gym.vector.VectorEnv, cls: type):
+def find_wrapper(envs: gym.vector.VectorEnv, cls: type):
     while isinstance(envs, gym.vector.VectorWrapper):
         if isinstance(envs, cls):
             return envs
@@ -125,7 +125,7 @@ def _find_wrapper(envs: gym.vector.VectorEnv, cls: type):
 
 def get_obs_normalization(envs: gym.vector.VectorEnv) -> dict | None:
     """The running mean/var/count of ``NormalizeObservation`` as tensors (for a checkpoint), or None."""
-    wrapper = _find_wrapper(envs, vw.NormalizeObservation)
+    wrapper = find_wrapper(envs, vw.NormalizeObservation)
     if wrapper is None:
         return None
     rms = wrapper.obs_rms
@@ -136,7 +136,7 @@ def get_obs_normalization(envs: gym.vector.VectorEnv) -> dict | None:
 def set_obs_normalization(envs: gym.vector.VectorEnv, stats: dict | None, freeze: bool = True) -> None:
     """Restore the statistics saved by :func:`get_obs_normalization`; ``freeze`` stops further updates
     (for evaluation)."""
-    wrapper = _find_wrapper(envs, vw.NormalizeObservation)
+    wrapper = find_wrapper(envs, vw.NormalizeObservation)
     if wrapper is None or stats is None:
         return
     wrapper.obs_rms.mean = stats["mean"].numpy().astype(np.float64)

@@ -12,6 +12,7 @@ One iteration of :func:`run_loop`::
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import numbers
 import os
@@ -22,12 +23,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from gymnasium.wrappers import vector as vw
 from tqdm import tqdm
 
 from . import ppo, trpo, vpg
-from .envs import check_env_id, get_obs_normalization, make_vec_env, set_obs_normalization, space_signature
+from .envs import (
+    check_env_id,
+    find_wrapper,
+    get_obs_normalization,
+    make_vec_env,
+    set_obs_normalization,
+    space_signature,
+)
 from .errors import MinippoError, check_range
-from .logger import CSVLogger, load_checkpoint, save_checkpoint, write_json
+from .logger import CSVLogger, keep_progress_rows, load_checkpoint, save_checkpoint, write_json
 from .policies import MLPActorCritic
 from .rollout import GymRollout, compute_gae
 
@@ -166,7 +175,7 @@ class RunResult:
 
 def run_loop(source, policy: torch.nn.Module, algorithm, *, num_iterations: int, gamma: float,
              gae_lambda: float, run_dir: Path, checkpoint_extra: Callable[[], dict],
-             show_progress: bool = True, desc: str = "") -> RunResult:
+             show_progress: bool = True, desc: str = "", resume_from: dict | None = None) -> RunResult:
     """The loop every algorithm and task shares: collect → GAE → update → log → checkpoint.
 
     Args:
@@ -177,20 +186,25 @@ def run_loop(source, policy: torch.nn.Module, algorithm, *, num_iterations: int,
         num_iterations: number of collect/update iterations. gamma, gae_lambda: GAE(γ, λ).
         run_dir: receives ``progress.csv`` and ``checkpoint.pt`` (``config.json`` is the caller's).
         checkpoint_extra: returns what else the checkpoint holds (config, env signature, obs statistics).
+        resume_from: a loaded checkpoint to continue from (:func:`restore_loop_state`): the loop starts at
+            its iteration + 1 and appends to ``progress.csv``, dropping rows after that iteration.
 
     Ctrl-C stops after saving nothing new: the checkpoint of the last completed iteration stays. A
     non-finite loss raises :class:`minippo.errors.NonFiniteLossError` the same way, after the CSV row of
     every completed iteration is on disk.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    logger = CSVLogger(run_dir / "progress.csv")
-    all_returns: list[float] = []
-    global_step, start = 0, time.perf_counter()
-    result = RunResult(run_dir, 0, 0, 0.0, all_returns)
+    first, global_step, all_returns, time_before = 1, 0, [], 0.0
+    if resume_from is not None:
+        first, global_step, all_returns, time_before = restore_loop_state(resume_from, policy, algorithm)
+        keep_progress_rows(run_dir / "progress.csv", first - 1)
+    logger = CSVLogger(run_dir / "progress.csv", append=resume_from is not None)
+    start = time.perf_counter() - time_before  # a resumed run's clock goes on from its checkpoint
+    result = RunResult(run_dir, first - 1, global_step, time_before, all_returns)
     # Steps are env steps (tokens for text); tqdm shows steps/s itself.
     bar = tqdm(desc=desc, unit="step", unit_scale=True, disable=not show_progress, dynamic_ncols=True)
     try:
-        for iteration in range(1, num_iterations + 1):
+        for iteration in range(first, num_iterations + 1):
             batch = source.collect(policy)
             batch.advantages, batch.returns = compute_gae(batch.rewards, batch.values, batch.next_values,
                                                           batch.dones, gamma, gae_lambda)
@@ -205,13 +219,14 @@ def run_loop(source, policy: torch.nn.Module, algorithm, *, num_iterations: int,
                    "episodes": len(batch.episode_returns),
                    "rolling_return_mean": _mean(all_returns[-10:]),
                    "steps_per_s": round(global_step / elapsed, 1), **batch.info, **stats}
-            logger.log(row)
-            save_checkpoint(run_dir / "checkpoint.pt", {
-                "iteration": iteration, "global_step": global_step,
+            save_iteration(logger, run_dir / "checkpoint.pt", row, {
+                "iteration": iteration, "global_step": global_step, "time_s": elapsed,
+                "recent_returns": all_returns[-10:], "rng": get_rng_states(algorithm),
                 "policy": policy.state_dict(), "algorithm": algorithm.state_dict(), **checkpoint_extra()})
             result.iterations, result.global_step, result.time_s = iteration, global_step, elapsed
             if bar.total is None:
                 bar.total = num_iterations * batch.num_steps
+                bar.update(global_step - batch.num_steps)  # a resumed run starts part way
             bar.set_postfix(iter=iteration, ret=f"{_mean(all_returns[-10:]):.1f}", refresh=False)
             bar.update(batch.num_steps)
     except KeyboardInterrupt:
@@ -222,14 +237,72 @@ def run_loop(source, policy: torch.nn.Module, algorithm, *, num_iterations: int,
     return result
 
 
+def save_iteration(logger: CSVLogger, checkpoint_path: Path, row: dict, state: dict) -> None:
+    """Append ``row`` to progress.csv, then write the checkpoint. If either write fails (a full disk, a
+    permission), the row is taken back out, so the previous checkpoint and progress.csv stay as they were
+    and still agree, and one :class:`MinippoError` line says so."""
+    try:
+        logger.log(row)
+        try:
+            save_checkpoint(checkpoint_path, state)
+        except BaseException:
+            logger.undo_last()
+            raise
+    except OSError as e:
+        raise MinippoError(f"Could not save iteration {row['iteration']} in {checkpoint_path.parent} "
+                           f"({e.strerror or e}); the previous checkpoint and progress.csv are intact: "
+                           "free some space or fix the permission, then continue with --resume.") from None
+
+
+def get_rng_states(algorithm) -> dict:
+    """Every random-number state the loop draws from: torch's (CPU and CUDA), numpy's global one and the
+    algorithm's minibatch-shuffling generator, in a form ``torch.load(weights_only=True)`` accepts."""
+    states = {"torch": torch.get_rng_state(), "numpy": _numpy_state_to_json(np.random.get_state())}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    if getattr(algorithm, "generator", None) is not None:
+        states["generator"] = algorithm.generator.get_state()
+    return states
+
+
+def _numpy_state_to_json(state: tuple) -> str:
+    name, keys, pos, has_gauss, cached = state
+    return json.dumps([name, keys.tolist(), pos, has_gauss, cached])
+
+
+def restore_loop_state(state: dict, policy: torch.nn.Module, algorithm
+                       ) -> tuple[int, int, list[float], float]:
+    """Load the policy, the algorithm's state (optimisers; PPO's β) and the RNG states of a checkpoint.
+
+    Returns ``(first_iteration, global_step, recent_returns, time_s)``: where the loop goes on from.
+    """
+    policy.load_state_dict(state["policy"])
+    algorithm.load_state_dict(state["algorithm"])
+    rng = state.get("rng", {})
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    if "numpy" in rng:
+        name, keys, pos, has_gauss, cached = json.loads(rng["numpy"])
+        np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    if "generator" in rng and getattr(algorithm, "generator", None) is not None:
+        algorithm.generator.set_state(rng["generator"])
+    return (state["iteration"] + 1, state["global_step"], list(state.get("recent_returns", [])),
+            float(state.get("time_s", 0.0)))
+
+
 def _mean(xs) -> float:
     xs = list(xs)
     return float(np.mean(xs)) if xs else float("nan")
 
 
+RUN_FILES = ("config.json", "progress.csv", "checkpoint.pt")  # what makes a folder a run folder
+
+
 def train(env_id: str = "CartPole-v1", algo: str = "ppo", *, total_steps: int | None = None,
           seed: int = 0, num_envs: int | None = None, device: str = "auto", out: str | Path | None = None,
-          show_progress: bool = True, **hyperparameters) -> RunResult:
+          overwrite: bool = False, show_progress: bool = True, **hyperparameters) -> RunResult:
     """Train ``algo`` on the Gymnasium task ``env_id`` and write a run folder.
 
     Any field of :class:`TrainConfig` or of the algorithm's config (e.g. ``ppo.PPOConfig``) can be passed
@@ -239,42 +312,87 @@ def train(env_id: str = "CartPole-v1", algo: str = "ppo", *, total_steps: int | 
         print(result.final_return)
 
     The run folder ``out`` (default ``runs/<env>-<algo>-s<seed>-<time>``) receives ``config.json``,
-    ``progress.csv`` and ``checkpoint.pt``. On the CPU, PyTorch is set to one intra-op thread
-    (``torch.set_num_threads(1)``), so that runs side by side (``minippo compare``) do not compete.
+    ``progress.csv`` and ``checkpoint.pt``. An ``out`` that already holds a run is refused unless
+    ``overwrite=True`` (its run files are then replaced); continue a run with :func:`resume` instead.
+    On the CPU, PyTorch is set to one intra-op thread (``torch.set_num_threads(1)``), so that runs side by
+    side (``minippo compare``) do not compete.
 
     Raises:
         MinippoError: unknown env id or algorithm, unsupported spaces, out-of-range hyperparameters,
-            CUDA asked for without a GPU, or (:class:`minippo.errors.NonFiniteLossError`) a NaN loss.
+            CUDA asked for without a GPU, an existing run in ``out``, or
+            (:class:`minippo.errors.NonFiniteLossError`) a NaN loss.
     """
     check_env_id(env_id)
     train_config, algo_config = make_configs(algo, env_id, total_steps=total_steps, seed=seed,
                                              num_envs=num_envs, device=device, **hyperparameters)
-    c = train_config
-    dev = resolve_device(c.device)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     # A "module:EnvId" id gets no ":" in the default folder name (it is not allowed on Windows).
     run_dir = (Path(out) if out is not None
-               else Path("runs") / f"{env_id.replace(':', '.')}-{algo}-s{c.seed}-{stamp}")
+               else Path("runs") / f"{env_id.replace(':', '.')}-{algo}-s{train_config.seed}-{stamp}")
+    return _run_gym(train_config, algo_config, run_dir, show_progress=show_progress, overwrite=overwrite)
 
+
+def resume(run_dir: str | Path, *, total_steps: int | None = None, device: str | None = None,
+           show_progress: bool = True) -> RunResult:
+    """Continue the run in ``run_dir`` from its checkpoint until its budget is reached.
+
+    Restored: the policy, the optimiser state(s) (and PPO's β), the observation- and reward-normalisation
+    statistics, the iteration and global step, and the RNG states (torch, numpy, the minibatch-shuffling
+    generator, the env action space). Not restored: the episodes in flight. Gymnasium envs cannot be
+    snapshotted, so the envs are reset (with a seed derived from the run's seed and the iteration), and a
+    resumed run matches an uninterrupted one only approximately. ``progress.csv`` goes on at the next
+    iteration; rows written after the checkpoint (just before a kill) are dropped.
+
+    Args:
+        total_steps: a new env-step budget, e.g. larger to train longer (default: the run's own).
+        device: where to train (default: the run's setting).
+
+    Raises:
+        MinippoError: no readable checkpoint or progress.csv in ``run_dir``, or a bad ``total_steps``.
+    """
+    run_dir = Path(run_dir)
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    saved = state.get("config", {})
+    if "train" not in saved or "algorithm" not in saved:
+        raise MinippoError(f"{run_dir / 'checkpoint.pt'} holds no training config (is it an rlhf run? use "
+                           "minippo rlhf --resume); cannot resume it with minippo train.")
+    t = dict(saved["train"])
+    if total_steps is not None:
+        t["total_steps"] = total_steps
+    if device is not None:
+        t["device"] = device
+    train_config, algo_config = make_configs(t.pop("algo"), t.pop("env_id"), **t, **saved["algorithm"])
+    return _run_gym(train_config, algo_config, run_dir, show_progress=show_progress, resume_from=state)
+
+
+def _run_gym(c: TrainConfig, algo_config, run_dir: Path, *, show_progress: bool, overwrite: bool = False,
+             resume_from: dict | None = None) -> RunResult:
+    """Build the envs, policy and algorithm for ``c`` and run :func:`run_loop`: a new run, or (with
+    ``resume_from``, a loaded checkpoint) the continuation of one."""
+    dev = resolve_device(c.device)
     if dev.type == "cpu":
         # For these small networks a second thread gains little (~7% for CartPole PPO on an idle
         # 2-core machine) and costs much when runs share the cores, as `minippo compare` does.
         # This sets PyTorch's process-wide intra-op thread count.
         torch.set_num_threads(1)
     torch.manual_seed(c.seed)
-    envs = make_vec_env(env_id, c.num_envs, normalize_obs=c.normalize_obs,
+    envs = make_vec_env(c.env_id, c.num_envs, normalize_obs=c.normalize_obs,
                         normalize_reward=c.normalize_reward, gamma=c.gamma)
     try:  # checked after the env, so that an unsupported env is reported first
         _check_budget(c)
-        _make_run_dir(run_dir)
+        if resume_from is None:
+            _make_run_dir(run_dir, overwrite)
     except MinippoError:
         envs.close()
         raise
     policy = MLPActorCritic(envs.single_observation_space.shape[0], envs.single_action_space,
                             c.hidden_sizes, c.log_std_init).to(dev)
-    algorithm_cls = ALGORITHMS[algo][0]
+    algorithm_cls = ALGORITHMS[c.algo][0]
     algorithm = algorithm_cls(policy, algo_config, seed=c.seed)
-    source = GymRollout(envs, c.num_steps, seed=c.seed, device=dev)
+    reset_seed = c.seed if resume_from is None else resume_seed(c.seed, resume_from["iteration"])
+    source = GymRollout(envs, c.num_steps, seed=reset_seed, device=dev)
+    if resume_from is not None:
+        restore_env_state(envs, resume_from)
     num_iterations = max(1, math.ceil(c.total_steps / (c.num_steps * c.num_envs)))
 
     config_dict = {"train": dataclasses.asdict(c), "algorithm": dataclasses.asdict(algo_config)}
@@ -283,16 +401,47 @@ def train(env_id: str = "CartPole-v1", algo: str = "ppo", *, total_steps: int | 
     signature = space_signature(envs)
 
     def checkpoint_extra() -> dict:
-        return {"config": config_dict, "env_id": env_id, "spaces": signature,
-                "obs_normalization": get_obs_normalization(envs)}
+        return {"config": config_dict, "env_id": c.env_id, "spaces": signature,
+                "obs_normalization": get_obs_normalization(envs),
+                "reward_normalization": get_reward_normalization(envs),
+                "action_space_rng": json.dumps(envs.action_space.np_random.bit_generator.state)}
 
     try:
         result = run_loop(source, policy, algorithm, num_iterations=num_iterations, gamma=c.gamma,
                           gae_lambda=c.gae_lambda, run_dir=run_dir, checkpoint_extra=checkpoint_extra,
-                          show_progress=show_progress, desc=f"{algo} {env_id}")
+                          show_progress=show_progress, desc=f"{c.algo} {c.env_id}", resume_from=resume_from)
     finally:
         envs.close()
     return result
+
+
+def resume_seed(seed: int, iteration: int) -> int:
+    """The seed of the env reset when a run resumes after ``iteration``: new episodes, yet reproducible."""
+    return seed + 1_000_003 * iteration
+
+
+def get_reward_normalization(envs) -> dict | None:
+    """The running variance statistics of ``NormalizeReward`` as tensors (for a checkpoint), or None."""
+    wrapper = find_wrapper(envs, vw.NormalizeReward)
+    if wrapper is None:
+        return None
+    rms = wrapper.return_rms
+    return {"mean": torch.as_tensor(rms.mean), "var": torch.as_tensor(rms.var),
+            "count": torch.tensor(float(rms.count))}
+
+
+def restore_env_state(envs, state: dict) -> None:
+    """Put back what a checkpoint holds of the envs: the observation- and reward-normalisation
+    statistics (still updating, as in training) and the action space's RNG. The episodes in flight are
+    not restorable: the envs have just been reset."""
+    set_obs_normalization(envs, state.get("obs_normalization"), freeze=False)
+    stats, wrapper = state.get("reward_normalization"), find_wrapper(envs, vw.NormalizeReward)
+    if stats is not None and wrapper is not None:
+        wrapper.return_rms.mean = stats["mean"].numpy().astype(np.float64)
+        wrapper.return_rms.var = stats["var"].numpy().astype(np.float64)
+        wrapper.return_rms.count = float(stats["count"])
+    if "action_space_rng" in state:
+        envs.action_space.np_random.bit_generator.state = json.loads(state["action_space_rng"])
 
 
 def _check_budget(c: TrainConfig) -> None:
@@ -304,11 +453,19 @@ def _check_budget(c: TrainConfig) -> None:
                            f"least {batch}, or lower num_steps (--hp num_steps=...) or --num-envs.")
 
 
-def _make_run_dir(run_dir: Path) -> None:
-    """Create the run folder, or say in one line why it cannot be."""
+def _make_run_dir(run_dir: Path, overwrite: bool = False) -> None:
+    """Create the run folder, or say in one line why it cannot be. A folder holding a run is refused
+    unless ``overwrite``; then its run files (:data:`RUN_FILES`) are deleted, other files are left."""
     if run_dir.exists() and not run_dir.is_dir():
         raise MinippoError(f"--out {run_dir} is an existing file, not a folder. Give --out a new folder "
                            "name, or move the file away.")
+    if run_dir.is_dir() and any((run_dir / name).exists() for name in RUN_FILES):
+        if not overwrite:
+            raise MinippoError(f"--out {run_dir} already holds a run. Use --resume {run_dir} to continue "
+                               "it, --overwrite to replace it, or another --out.")
+        for name in (*RUN_FILES, "checkpoint.pt.tmp", "config.json.tmp", "progress.csv.tmp"):
+            if (run_dir / name).is_file():
+                (run_dir / name).unlink()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
