@@ -115,7 +115,7 @@ def space_signature(envs: gym.vector.VectorEnv) -> dict:
     return sig
 
 
-def find_wrapper(envs: gym.vector.VectorEnv, cls: type):
+def _find_wrapper(envs: gym.vector.VectorEnv, cls: type):
     while isinstance(envs, gym.vector.VectorWrapper):
         if isinstance(envs, cls):
             return envs
@@ -123,23 +123,43 @@ def find_wrapper(envs: gym.vector.VectorEnv, cls: type):
     return None
 
 
-def get_obs_normalization(envs: gym.vector.VectorEnv) -> dict | None:
-    """The running mean/var/count of ``NormalizeObservation`` as tensors (for a checkpoint), or None."""
-    wrapper = find_wrapper(envs, vw.NormalizeObservation)
-    if wrapper is None:
-        return None
-    rms = wrapper.obs_rms
+def _running_stats(rms) -> dict:
+    """A Gymnasium ``RunningMeanStd`` as tensors ``{"mean", "var", "count"}`` (for a checkpoint)."""
     return {"mean": torch.as_tensor(rms.mean), "var": torch.as_tensor(rms.var),
             "count": torch.tensor(float(rms.count))}
+
+
+def _set_running_stats(rms, stats: dict) -> None:
+    rms.mean = stats["mean"].numpy().astype(np.float64)
+    rms.var = stats["var"].numpy().astype(np.float64)
+    rms.count = float(stats["count"])
+
+
+def get_obs_normalization(envs: gym.vector.VectorEnv) -> dict | None:
+    """The running mean/var/count of ``NormalizeObservation`` as tensors (for a checkpoint), or None."""
+    wrapper = _find_wrapper(envs, vw.NormalizeObservation)
+    return None if wrapper is None else _running_stats(wrapper.obs_rms)
+
+
+def get_reward_normalization(envs: gym.vector.VectorEnv) -> dict | None:
+    """The running statistics of the discounted return that ``NormalizeReward`` divides rewards by, as
+    tensors (for a checkpoint), or None."""
+    wrapper = _find_wrapper(envs, vw.NormalizeReward)
+    return None if wrapper is None else _running_stats(wrapper.return_rms)
+
+
+def set_reward_normalization(envs: gym.vector.VectorEnv, stats: dict | None) -> None:
+    """Restore the statistics saved by :func:`get_reward_normalization` (they keep updating)."""
+    wrapper = _find_wrapper(envs, vw.NormalizeReward)
+    if wrapper is not None and stats is not None:
+        _set_running_stats(wrapper.return_rms, stats)
 
 
 def set_obs_normalization(envs: gym.vector.VectorEnv, stats: dict | None, freeze: bool = True) -> None:
     """Restore the statistics saved by :func:`get_obs_normalization`; ``freeze`` stops further updates
     (for evaluation)."""
-    wrapper = find_wrapper(envs, vw.NormalizeObservation)
+    wrapper = _find_wrapper(envs, vw.NormalizeObservation)
     if wrapper is None or stats is None:
         return
-    wrapper.obs_rms.mean = stats["mean"].numpy().astype(np.float64)
-    wrapper.obs_rms.var = stats["var"].numpy().astype(np.float64)
-    wrapper.obs_rms.count = float(stats["count"])
+    _set_running_stats(wrapper.obs_rms, stats)
     wrapper.update_running_mean = not freeze

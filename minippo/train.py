@@ -23,16 +23,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from gymnasium.wrappers import vector as vw
 from tqdm import tqdm
 
 from . import ppo, trpo, vpg
 from .envs import (
     check_env_id,
-    find_wrapper,
     get_obs_normalization,
+    get_reward_normalization,
     make_vec_env,
     set_obs_normalization,
+    set_reward_normalization,
     space_signature,
 )
 from .errors import MinippoError, check_range
@@ -354,8 +354,8 @@ def resume(run_dir: str | Path, *, total_steps: int | None = None, device: str |
     state = load_checkpoint(run_dir / "checkpoint.pt")
     saved = state.get("config", {})
     if "train" not in saved or "algorithm" not in saved:
-        raise MinippoError(f"{run_dir / 'checkpoint.pt'} holds no training config (is it an rlhf run? use "
-                           "minippo rlhf --resume); cannot resume it with minippo train.")
+        raise MinippoError(f"{run_dir / 'checkpoint.pt'} holds no Gymnasium training config (an rlhf run? "
+                           "those cannot be resumed yet); cannot resume it with minippo train.")
     t = dict(saved["train"])
     if total_steps is not None:
         t["total_steps"] = total_steps
@@ -420,26 +420,12 @@ def resume_seed(seed: int, iteration: int) -> int:
     return seed + 1_000_003 * iteration
 
 
-def get_reward_normalization(envs) -> dict | None:
-    """The running variance statistics of ``NormalizeReward`` as tensors (for a checkpoint), or None."""
-    wrapper = find_wrapper(envs, vw.NormalizeReward)
-    if wrapper is None:
-        return None
-    rms = wrapper.return_rms
-    return {"mean": torch.as_tensor(rms.mean), "var": torch.as_tensor(rms.var),
-            "count": torch.tensor(float(rms.count))}
-
-
 def restore_env_state(envs, state: dict) -> None:
     """Put back what a checkpoint holds of the envs: the observation- and reward-normalisation
     statistics (still updating, as in training) and the action space's RNG. The episodes in flight are
     not restorable: the envs have just been reset."""
     set_obs_normalization(envs, state.get("obs_normalization"), freeze=False)
-    stats, wrapper = state.get("reward_normalization"), find_wrapper(envs, vw.NormalizeReward)
-    if stats is not None and wrapper is not None:
-        wrapper.return_rms.mean = stats["mean"].numpy().astype(np.float64)
-        wrapper.return_rms.var = stats["var"].numpy().astype(np.float64)
-        wrapper.return_rms.count = float(stats["count"])
+    set_reward_normalization(envs, state.get("reward_normalization"))
     if "action_space_rng" in state:
         envs.action_space.np_random.bit_generator.state = json.loads(state["action_space_rng"])
 

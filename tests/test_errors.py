@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from cli_errors import one_error_line
 
 from minippo import MinippoError, NonFiniteLossError, evaluate, train
 from minippo.cli import main
@@ -167,14 +168,6 @@ def test_ctrl_c_keeps_finished_iterations(tmp_path):
 
 
 # --- No traceback on any input: one line on stderr, exit status 2 ---------------------------------------
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("minippo: error: "), err
-    return lines[0]
-
 
 def test_negative_seed_is_refused(capsys):
     assert main(["train", "--seed", "-1", "--no-progress", "--total-steps", "2048"]) == 2

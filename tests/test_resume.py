@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_errors import one_error_line
 
 from minippo.cli import main
 from minippo.logger import load_checkpoint
@@ -20,14 +21,6 @@ from minippo.train import resume, train
 train_module = sys.modules["minippo.train"]  # the module; `minippo.train` is the function
 
 TINY = ["--hp", "num_steps=16", "--num-envs", "1", "--no-progress"]  # 16 env steps per iteration
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("minippo: error: "), err
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict:
