@@ -108,14 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "pairs → RL with the same VPG/TRPO/PPO code as `train`. Pretraining and the reward "
                        "model are cached (see --cache-dir), so a second run starts at RL. Defaults: the "
                        "RLHFConfig and DEFAULTS table in minippo/lm/rlhf.py.")
-    r.add_argument("--algo", default="ppo", choices=["ppo", "trpo", "vpg"])
+    r.add_argument("--algo", choices=["ppo", "trpo", "vpg"], help="(default: ppo)")
     r.add_argument("--beta", type=float, help="KL coefficient β (default: 0.1)")
     r.add_argument("--kl-target", type=float, help="adapt β towards this KL(π‖π_ref), nats per sequence "
                    "(Ziegler et al. 2019; default: fixed β)")
     r.add_argument("--iterations", type=int, help="RL iterations (default: 60)")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
-    r.add_argument("--out", help="run folder (default: runs/rlhf-<algo>-s<seed>-<time>)")
+    r.add_argument("--seed", type=int, help="(default: 0)")
+    r.add_argument("--device", help="auto | cpu | cuda (default: auto)")
+    r.add_argument("--out", help="run folder (default: runs/rlhf-<algo>-s<seed>-<time>); a folder that "
+                   "already holds a run is refused unless --overwrite")
+    r.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue the RL stage of the run in RUN_DIR from its "
+                   "checkpoint with its own settings; the cached pretrained and reward models are reused "
+                   "(only --iterations, --cache-dir and --no-progress may be given)")
     r.add_argument("--corpus", help="UTF-8 text file, one document per line (default: generated reviews)")
     r.add_argument("--cache-dir", help="where the pretrained and reward models are kept (default: "
                    "<out>/../cache)")

@@ -354,8 +354,8 @@ def resume(run_dir: str | Path, *, total_steps: int | None = None, device: str |
     state = load_checkpoint(run_dir / "checkpoint.pt")
     saved = state.get("config", {})
     if "train" not in saved or "algorithm" not in saved:
-        raise MinippoError(f"{run_dir / 'checkpoint.pt'} holds no Gymnasium training config (an rlhf run? "
-                           "those cannot be resumed yet); cannot resume it with minippo train.")
+        raise MinippoError(f"{run_dir / 'checkpoint.pt'} holds no Gymnasium training config; cannot resume "
+                           "it with minippo train (an RLHF run? continue those with minippo rlhf --resume).")
     t = dict(saved["train"])
     if total_steps is not None:
         t["total_steps"] = total_steps
@@ -381,7 +381,7 @@ def _run_gym(c: TrainConfig, algo_config, run_dir: Path, *, show_progress: bool,
     try:  # checked after the env, so that an unsupported env is reported first
         _check_budget(c)
         if resume_from is None:
-            _make_run_dir(run_dir, overwrite)
+            make_run_dir(run_dir, overwrite)
     except MinippoError:
         envs.close()
         raise
@@ -439,7 +439,7 @@ def _check_budget(c: TrainConfig) -> None:
                            f"least {batch}, or lower num_steps (--hp num_steps=...) or --num-envs.")
 
 
-def _make_run_dir(run_dir: Path, overwrite: bool = False) -> None:
+def make_run_dir(run_dir: Path, overwrite: bool = False) -> None:
     """Create the run folder, or say in one line why it cannot be. A folder holding a run is refused
     unless ``overwrite``; then its run files (:data:`RUN_FILES`) are deleted, other files are left."""
     if run_dir.exists() and not run_dir.is_dir():

@@ -115,7 +115,7 @@ def test_cache_keys_name_the_device_type(data, tmp_path):
 def test_figure_runs_get_one_folder_per_config_and_never_reuse_another(tmp_path, monkeypatch):
     runs = []
 
-    def fake_run_rlhf(config, out, cache_dir, show_progress):  # what run_rlhf leaves in its folder
+    def fake_run_rlhf(config, out, cache_dir, show_progress, overwrite=False):  # what run_rlhf leaves
         runs.append(out)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", {"rlhf": dataclasses.asdict(config), "algorithm": {}})
@@ -139,7 +139,7 @@ def test_figure_runs_get_one_folder_per_config_and_never_reuse_another(tmp_path,
                               cache)[1]["iterations"] == 60
     assert len(runs) == 2
 
-    # An interrupted run of the same config is run again, in its own folder.
+    # An interrupted run of the same config with no checkpoint is run again, in its own folder.
     write_json(folders[0] / "summary.json", {"status": "interrupted", "iterations": 3})
     assert figures.ensure_run(tmp_path, base, cache)[1]["iterations"] == 60
     assert runs == [folders[0], folders[1], folders[0]]

@@ -6,12 +6,15 @@ the CLI test reuses them through the on-disk cache.
 """
 
 import copy
+import csv
 import dataclasses
+import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
+from cli_errors import one_error_line
 
 from minippo import ppo, trpo, vpg
 from minippo.cli import main
@@ -29,6 +32,7 @@ from minippo.lm.rlhf import (
     trained_reward_model,
 )
 from minippo.lm.text_rollout import AdaptiveKLController, GPTActorCritic, TextBatch, TextRollout
+from minippo.logger import load_checkpoint
 from minippo.policies import MLPActorCritic
 from minippo.rollout import GymRollout, compute_gae
 from minippo.train import ALGORITHMS, run_loop
@@ -307,3 +311,49 @@ def test_no_eos_score_replaces_the_score_of_unfinished_responses_only(pipeline):
     expected[-1, unfinished] += -1.0 - scores[unfinished]
     assert torch.allclose(trick.rewards, expected, atol=1e-5)
     assert trick.info["eos_fraction"] == pytest.approx(1 - unfinished.float().mean().item())
+
+
+# --- Resume and overwrite (issue 12) -----------------------------------------------------------------
+
+def _rows_without_times(run_dir: Path) -> list[dict]:
+    with open(run_dir / "progress.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if k not in ("time_s", "steps_per_s")}
+                for row in csv.DictReader(f)]
+
+
+def test_rlhf_resume_writes_the_rows_of_the_uninterrupted_run(pipeline, cache_dir, tmp_path, capsys):
+    """Nothing is in flight between two RLHF iterations, so a run stopped after iteration 2 and resumed
+    writes exactly the rows (and weights) of a run never stopped: β, the optimiser, every RNG restored."""
+    hp = [a for item in CLI_HP for a in ("--hp", item)] + ["--kl-target", "0.5", "--beta", "0.2"]
+    common = ["rlhf", "--algo", "ppo", "--device", "cpu", "--cache-dir", str(cache_dir), "--no-progress"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert main([*common, "--iterations", "4", "--out", str(whole), *hp]) == 0
+    assert main([*common, "--iterations", "2", "--out", str(parts), *hp]) == 0
+    capsys.readouterr()
+    assert main(["rlhf", "--resume", str(parts), "--iterations", "4", "--no-progress"]) == 0
+    assert "reward model loaded" in capsys.readouterr().out  # the cached stages were reused
+
+    rows = _rows_without_times(whole)
+    assert len(rows) == 4 and len({row["beta"] for row in rows}) == 4  # β adapted every iteration
+    assert _rows_without_times(parts) == rows
+    a, b = load_checkpoint(whole), load_checkpoint(parts)
+    assert a["beta"] == b["beta"] and all(torch.equal(a["policy"][k], b["policy"][k]) for k in a["policy"])
+    assert json.loads((parts / "summary.json").read_text())["iterations"] == 4
+
+
+def test_rlhf_out_on_an_existing_run_is_refused_and_resume_refuses_new_settings(pipeline, cache_dir,
+                                                                               tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["rlhf", "--iterations", "1", "--device", "cpu", "--out", str(out), "--cache-dir", str(cache_dir),
+            "--no-progress"] + [a for hp in CLI_HP for a in ("--hp", hp)]
+    assert main(args) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "already holds a run" in one_error_line(capsys)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(["rlhf", "--resume", str(out), "--beta", "0.3", "--no-progress"]) == 2
+    assert "drop --beta" in one_error_line(capsys)
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 2
+    assert "minippo rlhf --resume" in one_error_line(capsys)
+    assert main(args + ["--overwrite"]) == 0

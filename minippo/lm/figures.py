@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 from ..errors import MinippoError  # noqa: E402
 from ..plot import algorithm_color  # noqa: E402
-from .rlhf import RLHFConfig, run_rlhf  # noqa: E402
+from .rlhf import RLHFConfig, resume_rlhf, run_rlhf  # noqa: E402
 
 
 def run_folder(runs_dir: Path, config: RLHFConfig) -> Path:
@@ -53,7 +53,7 @@ def ensure_run(runs_dir: Path, config: RLHFConfig, cache_dir: Path) -> tuple[lis
 
     The folder is reused only if its ``config.json`` holds exactly ``config`` and its ``summary.json``
     says the run finished; a run of ``config`` that did not finish (interrupted, or no ``summary.json``)
-    is started again in it.
+    goes on from its checkpoint (:func:`resume_rlhf`), or starts again if it has none.
 
     Raises:
         MinippoError: the folder is not empty and its ``config.json`` is missing or holds another config
@@ -70,10 +70,13 @@ def ensure_run(runs_dir: Path, config: RLHFConfig, cache_dir: Path) -> tuple[lis
     finished = summary_path.exists() and json.loads(summary_path.read_text())["status"] == "finished"
     if saved != wanted or not finished:
         print(f"--- {run_dir.name}")
-        result = run_rlhf(config, out=run_dir, cache_dir=cache_dir, show_progress=False)
+        if saved == wanted and (run_dir / "checkpoint.pt").is_file():  # stopped part way: go on from there
+            result = resume_rlhf(run_dir, cache_dir=cache_dir, show_progress=False)
+        else:
+            result = run_rlhf(config, out=run_dir, cache_dir=cache_dir, show_progress=False, overwrite=True)
         if result.run.status != "finished":
             raise MinippoError(f"the run in {run_dir} stopped early ({result.run.status}); run the command "
-                               "again to start it over.")
+                               "again to go on from its checkpoint.")
     with open(run_dir / "progress.csv") as f:
         rows = [{k: float(v) if v else float("nan") for k, v in row.items()} for row in csv.DictReader(f)]
     return rows, json.loads((run_dir / "summary.json").read_text())

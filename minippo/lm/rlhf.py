@@ -37,7 +37,7 @@ import torch
 
 from ..errors import MinippoError, check_range
 from ..logger import load_checkpoint, save_checkpoint, write_json
-from ..train import ALGORITHMS, RunResult, resolve_device, run_loop
+from ..train import ALGORITHMS, RunResult, make_run_dir, resolve_device, run_loop
 from .corpus import Annotator, CharTokenizer, corpus_hash, document_text, load_corpus, make_prompts
 from .gpt import GPT, GPTConfig, PretrainConfig, pretrain, sample
 from .reward_model import RewardModel, RewardModelConfig, response_ends, train_reward_model
@@ -281,29 +281,46 @@ class RLHFResult:
     summary: dict
 
 
-def run_rlhf(config: RLHFConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
-             show_progress: bool = True, log: Callable | None = print) -> RLHFResult:
-    """Run corpus → pretraining → reward model → RL and write a run folder.
+@dataclass
+class Stages:
+    """What every fine-tuning method starts from: the data and the two cached models of one config.
 
-    ``out`` (default ``runs/rlhf-<algo>-s<seed>-<time>``) receives ``config.json``, ``progress.csv``
-    (one row per iteration: rm_score, gold_reward, kl_ref, beta, token_entropy, and the algorithm's
-    statistics), ``checkpoint.pt`` (the policy) and ``summary.json`` (pretraining losses, reward-model
-    accuracy, and score / gold / KL of 512 samples before and after RL). ``cache_dir`` (default
-    ``<out>/../cache``) keeps the pretrained model and the reward model between runs.
+    ``prompts`` ``[M, P]`` token ids on ``device``; ``reference`` the frozen pretrained GPT, π_ref;
+    ``reward_model`` the frozen Bradley–Terry reward model; ``pretrain_stats`` and ``reward_stats`` what
+    their training reported (``cached``: loaded from the cache)."""
+
+    config: RLHFConfig
+    device: torch.device
+    corpus: str
+    tokenizer: CharTokenizer
+    annotator: Annotator
+    prompts: torch.Tensor
+    reference: GPT
+    reward_model: RewardModel
+    pretrain_stats: dict
+    reward_stats: dict
+
+    def evaluate(self, model: GPT) -> dict[str, float]:
+        """:func:`evaluate_samples` of ``model``: RM score, gold reward and KL(π‖π_ref) of 512 samples."""
+        return evaluate_samples(model, self.reference, self.reward_model, self.prompts, self.tokenizer,
+                                self.annotator, self.config.completion_len)
+
+    def show(self, model: GPT) -> list[tuple[str, float]]:
+        """:func:`show_completions` of ``model`` on the first six prompts (the same ones every call)."""
+        return show_completions(model, self.prompts[:min(6, len(self.prompts))], self.tokenizer,
+                                self.annotator, self.config.completion_len)
+
+
+def prepare_stages(config: RLHFConfig, cache_dir: str | Path, log: Callable | None = print) -> Stages:
+    """Corpus, tokenizer, annotator and prompts, then the pretrained GPT and the reward model, each
+    loaded from ``cache_dir`` or trained and cached (:func:`pretrained_gpt`, :func:`trained_reward_model`).
 
     Raises:
-        MinippoError: bad settings or corpus, an algorithm not registered, CUDA asked for without a GPU,
-            or a NaN loss (:class:`minippo.errors.NonFiniteLossError`).
+        MinippoError: a bad corpus, or CUDA asked for without a GPU.
     """
     say = log or (lambda *_: None)
-    algorithm_config = config.algorithm_config()
     device = resolve_device(config.device)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(out) if out is not None else Path("runs") / f"rlhf-{config.algo}-s{config.seed}-{stamp}"
-    cache_dir = Path(cache_dir) if cache_dir is not None else run_dir.parent / "cache"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-
+    cache_dir = Path(cache_dir)
     corpus = load_corpus(config.corpus, config.num_documents, config.seed)
     tokenizer = CharTokenizer.from_text(corpus)
     annotator = Annotator(corpus)
@@ -311,48 +328,127 @@ def run_rlhf(config: RLHFConfig, out: str | Path | None = None, cache_dir: str |
     say(f"corpus: {len(corpus)} characters, {corpus.count(chr(10))} documents, vocabulary "
         f"{tokenizer.vocab_size}, {len(prompts)} distinct prompts; device {device}")
 
-    reference, pretrain_stats = pretrained_gpt(corpus, tokenizer, config, device, cache_dir, log)
-    pt = pretrain_stats
+    reference, pt = pretrained_gpt(corpus, tokenizer, config, device, cache_dir, log)
     say(f"pretrained: train loss {pt['train_loss']:.3f}, val loss {pt['val_loss']:.3f} nats/char "
         f"(unigram entropy {pt['unigram_entropy']:.3f})")
-    reward_model, reward_stats = trained_reward_model(reference, prompts, tokenizer, annotator, corpus,
-                                                      config, cache_dir, log)
-    say(f"reward model: held-out accuracy vs gold {reward_stats['val_accuracy']:.3f} "
-        f"({reward_stats['val_accuracy_unseen']:.3f} on the {reward_stats['val_unseen_pairs']} pairs whose "
-        f"texts training never saw; the noisy labels agree with gold {reward_stats['label_accuracy']:.3f}), "
-        f"{reward_stats['num_pairs']} pairs")
+    reward_model, rs = trained_reward_model(reference, prompts, tokenizer, annotator, corpus, config,
+                                            cache_dir, log)
+    say(f"reward model: held-out accuracy vs gold {rs['val_accuracy']:.3f} "
+        f"({rs['val_accuracy_unseen']:.3f} on the {rs['val_unseen_pairs']} pairs whose "
+        f"texts training never saw; the noisy labels agree with gold {rs['label_accuracy']:.3f}), "
+        f"{rs['num_pairs']} pairs")
+    return Stages(config, device, corpus, tokenizer, annotator, prompts, reference, reward_model, pt, rs)
+
+
+def run_rlhf(config: RLHFConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
+             show_progress: bool = True, log: Callable | None = print, overwrite: bool = False
+             ) -> RLHFResult:
+    """Run corpus → pretraining → reward model → RL and write a run folder.
+
+    ``out`` (default ``runs/rlhf-<algo>-s<seed>-<time>``) receives ``config.json``, ``progress.csv``
+    (one row per iteration: rm_score, gold_reward, kl_ref, beta, token_entropy, and the algorithm's
+    statistics), ``checkpoint.pt`` (the policy, the optimiser, β and every RNG state, after each
+    iteration) and ``summary.json`` (pretraining losses, reward-model accuracy, and score / gold / KL of
+    512 samples before and after RL). ``cache_dir`` (default ``<out>/../cache``) keeps the pretrained
+    model and the reward model between runs. An ``out`` that already holds a run is refused unless
+    ``overwrite``; continue one with :func:`resume_rlhf`.
+
+    Raises:
+        MinippoError: bad settings or corpus, an algorithm not registered, CUDA asked for without a GPU,
+            an existing run in ``out``, or a NaN loss (:class:`minippo.errors.NonFiniteLossError`).
+    """
+    config.algorithm_config()  # bad hyperparameters are refused before anything is trained
+    resolve_device(config.device)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(out) if out is not None else Path("runs") / f"rlhf-{config.algo}-s{config.seed}-{stamp}"
+    cache_dir = Path(cache_dir) if cache_dir is not None else run_dir.parent / "cache"
+    make_run_dir(run_dir, overwrite)
+    return _run_text(config, run_dir, cache_dir, show_progress, log)
+
+
+def resume_rlhf(run_dir: str | Path, *, iterations: int | None = None, cache_dir: str | Path | None = None,
+                show_progress: bool = True, log: Callable | None = print) -> RLHFResult:
+    """Continue the RLHF run in ``run_dir`` from its checkpoint until its ``iterations`` are done.
+
+    The pretrained model and the reward model come from the cache the run used (``cache_dir`` in its
+    ``config.json``, or the given one; if it was deleted they are trained again, with the same seed).
+    Restored from the checkpoint: the policy and its value head, the optimiser state, β (which the
+    adaptive controller changes), and every RNG state (torch's, the update's minibatch shuffling, the
+    rollout's prompt choice and sampling). Nothing is in flight between iterations, so on the same
+    machine a resumed run writes the very rows the uninterrupted run would have (times aside).
+
+    Args:
+        iterations: a new total number of RL iterations, e.g. more to train longer (default: the run's).
+
+    Raises:
+        MinippoError: no readable checkpoint, a checkpoint that is not an RLHF run's, or a bad value.
+    """
+    run_dir = Path(run_dir)
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    saved = state.get("config", {})
+    if not isinstance(saved, dict) or not isinstance(saved.get("rlhf"), dict):
+        raise MinippoError(f"{run_dir / 'checkpoint.pt'} is not an RLHF run's checkpoint (a Gymnasium run? "
+                           "continue those with minippo train --resume).")
+    config = config_from_dict(saved["rlhf"])
+    if iterations is not None:
+        config = dataclasses.replace(config, iterations=iterations)
+    if cache_dir is None:
+        try:
+            cache_dir = json.loads((run_dir / "config.json").read_text())["cache_dir"]
+        except (OSError, ValueError, KeyError, TypeError):
+            cache_dir = run_dir.parent / "cache"
+    return _run_text(config, run_dir, Path(cache_dir), show_progress, log, resume_from=state)
+
+
+def config_from_dict(saved: dict) -> RLHFConfig:
+    """The :class:`RLHFConfig` that ``dataclasses.asdict`` turned into ``saved`` (as stored in
+    ``config.json`` and checkpoints). Raises :class:`MinippoError` if ``saved`` is not one."""
+    try:
+        return RLHFConfig(**{**saved, "pretrain": PretrainConfig(**saved["pretrain"]),
+                             "reward": RewardModelConfig(**saved["reward"])})
+    except (TypeError, KeyError) as e:
+        raise MinippoError(f"The saved RLHF config is not one this version of minippo reads ({e}).") from None
+
+
+def _run_text(config: RLHFConfig, run_dir: Path, cache_dir: Path, show_progress: bool,
+              log: Callable | None, resume_from: dict | None = None) -> RLHFResult:
+    """Prepare the stages, then run RL with :func:`minippo.train.run_loop` (from the start, or from the
+    checkpoint ``resume_from``) and write ``summary.json``."""
+    start = time.perf_counter()
+    algorithm_config = config.algorithm_config()
+    stages = prepare_stages(config, cache_dir, log)
+    reference = stages.reference
 
     torch.manual_seed(config.seed)
     policy = GPTActorCritic(reference)
-    algorithm_cls = ALGORITHMS[config.algo][0]
-    algorithm = algorithm_cls(policy, algorithm_config, seed=config.seed)
+    algorithm = ALGORITHMS[config.algo][0](policy, algorithm_config, seed=config.seed)
     kl = AdaptiveKLController(config.beta, config.kl_target)
-    source = TextRollout(prompts, reference, reward_model, tokenizer, annotator, config.num_sequences,
-                         config.completion_len, kl, seed=config.seed, no_eos_score=config.no_eos_score)
-    shown = prompts[:min(6, len(prompts))]
-    before_samples = show_completions(reference, shown, tokenizer, annotator, config.completion_len)
-    evaluate = lambda model: evaluate_samples(model, reference, reward_model, prompts, tokenizer,  # noqa: E731
-                                              annotator, config.completion_len)
-    before = evaluate(reference)
+    source = TextRollout(stages.prompts, reference, stages.reward_model, stages.tokenizer, stages.annotator,
+                         config.num_sequences, config.completion_len, kl, seed=config.seed,
+                         no_eos_score=config.no_eos_score)
+    if resume_from is not None:
+        kl.beta = float(resume_from["beta"])
+        source.generator.set_state(resume_from["source_rng"])
+    before_samples, before = stages.show(reference), stages.evaluate(reference)
 
     config_dict = {"rlhf": dataclasses.asdict(config), "algorithm": dataclasses.asdict(algorithm_config)}
-    write_json(run_dir / "config.json",
-               {**config_dict, "device_used": str(device), "torch": torch.__version__})
+    write_json(run_dir / "config.json", {**config_dict, "device_used": str(stages.device),
+                                         "torch": torch.__version__, "cache_dir": str(cache_dir.resolve())})
 
     def checkpoint_extra() -> dict:
-        return {"config": config_dict, "vocab": tokenizer.chars, "beta": kl.beta,
+        return {"config": config_dict, "vocab": stages.tokenizer.chars, "beta": kl.beta,
+                "source_rng": source.generator.get_state(),
                 "gpt_config": dataclasses.asdict(reference.config)}
 
     run = run_loop(source, policy, algorithm, num_iterations=config.iterations, gamma=config.gamma,
                    gae_lambda=config.gae_lambda, run_dir=run_dir, checkpoint_extra=checkpoint_extra,
-                   show_progress=show_progress, desc=f"rlhf {config.algo}")
+                   show_progress=show_progress, desc=f"rlhf {config.algo}", resume_from=resume_from)
     policy.eval()
-    after = evaluate(policy.gpt)
-    after_samples = show_completions(policy.gpt, shown, tokenizer, annotator, config.completion_len)
+    after, after_samples = stages.evaluate(policy.gpt), stages.show(policy.gpt)
 
     summary = {"algo": config.algo, "beta_initial": config.beta, "beta_final": kl.beta,
-               "iterations": run.iterations, "status": run.status, "pretrain": pretrain_stats,
-               "reward_model": reward_stats, "before": before, "after": after,
+               "iterations": run.iterations, "status": run.status, "pretrain": stages.pretrain_stats,
+               "reward_model": stages.reward_stats, "before": before, "after": after,
                "rl_time_s": run.time_s, "total_time_s": time.perf_counter() - start,
                "samples_before": before_samples, "samples_after": after_samples}
     write_json(run_dir / "summary.json", summary)
@@ -365,7 +461,6 @@ def run_rlhf(config: RLHFConfig, out: str | Path | None = None, cache_dir: str |
             log(f"{name:12s}{s['rm_score']:10.3f}{s['gold_reward']:8.3f}{s['kl_ref']:14.2f}")
         log(f"total time {summary['total_time_s']:.0f} s (RL {run.time_s:.0f} s); run folder: {run_dir}")
     return RLHFResult(run_dir, run, summary)
-
 
 
 def config_from_overrides(algo: str = "ppo", **overrides) -> RLHFConfig:
@@ -412,9 +507,24 @@ def config_from_overrides(algo: str = "ppo", **overrides) -> RLHFConfig:
 
 
 def cmd_rlhf(args, hp: dict) -> int:
-    """``minippo rlhf``: parse the flags into an :class:`RLHFConfig` and run it."""
-    config = config_from_overrides(args.algo, beta=args.beta, kl_target=args.kl_target,
-                                   iterations=args.iterations, seed=args.seed, device=args.device,
-                                   corpus=args.corpus, **hp)
-    result = run_rlhf(config, out=args.out, cache_dir=args.cache_dir, show_progress=not args.no_progress)
+    """``minippo rlhf``: parse the flags into an :class:`RLHFConfig` and run it, or (``--resume``)
+    continue a run with its own settings."""
+    if args.resume:
+        given = [flag for flag, value in (("--algo", args.algo), ("--beta", args.beta),
+                                          ("--kl-target", args.kl_target), ("--seed", args.seed),
+                                          ("--device", args.device), ("--out", args.out),
+                                          ("--corpus", args.corpus), ("--overwrite", args.overwrite),
+                                          ("--hp", hp)) if value not in (None, False, {})]
+        if given:
+            raise MinippoError(f"--resume continues the run with its own settings; drop {', '.join(given)} "
+                               "(only --iterations, --cache-dir and --no-progress may be given).")
+        result = resume_rlhf(args.resume, iterations=args.iterations, cache_dir=args.cache_dir,
+                             show_progress=not args.no_progress)
+    else:
+        config = config_from_overrides(args.algo or "ppo", beta=args.beta, kl_target=args.kl_target,
+                                       iterations=args.iterations,
+                                       seed=args.seed if args.seed is not None else 0,
+                                       device=args.device or "auto", corpus=args.corpus, **hp)
+        result = run_rlhf(config, out=args.out, cache_dir=args.cache_dir, show_progress=not args.no_progress,
+                          overwrite=args.overwrite)
     return 130 if result.run.status == "interrupted" else 0
