@@ -15,21 +15,18 @@ from pathlib import Path
 import pytest
 import torch
 from cli_errors import one_error_line
+from lm_pipeline import CLI_HP, CONFIG  # noqa: E402  (the `pipeline` and `cache_dir` fixtures: conftest.py)
 
 from minippo import ppo, trpo, vpg
 from minippo.cli import main
 from minippo.envs import make_vec_env
-from minippo.lm.corpus import Annotator, CharTokenizer, load_corpus, make_prompts
 from minippo.lm.gpt import PretrainConfig
 from minippo.lm.reward_model import RewardModelConfig, response_ends
 from minippo.lm.rlhf import (
     DEFAULTS,
-    RLHFConfig,
     config_from_overrides,
     evaluate_samples,
-    pretrained_gpt,
     run_rlhf,
-    trained_reward_model,
 )
 from minippo.lm.text_rollout import AdaptiveKLController, GPTActorCritic, TextBatch, TextRollout
 from minippo.logger import load_checkpoint
@@ -38,37 +35,6 @@ from minippo.rollout import GymRollout, compute_gae
 from minippo.train import ALGORITHMS, run_loop
 
 torch.set_num_threads(1)
-
-CONFIG = RLHFConfig(algo="ppo", iterations=2, beta=0.1, seed=0, device="cpu", num_documents=2000,
-                    prompt_chars=8, completion_len=48, num_sequences=32,
-                    model=dict(block_size=64, n_layer=2, n_head=2, n_embd=48),
-                    pretrain=PretrainConfig(steps=1000, batch_size=32, eval_every=1000),
-                    reward=RewardModelConfig(num_pairs=4000, epochs=5))
-# The same settings as command-line overrides (they must give the same cache keys).
-CLI_HP = ["num_documents=2000", "completion_len=48", "num_sequences=16", "model.block_size=64",
-          "model.n_layer=2", "model.n_head=2", "model.n_embd=48", "pretrain.steps=1000",
-          "pretrain.eval_every=1000", "reward.num_pairs=4000", "reward.epochs=5"]
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("lm-cache")
-
-
-@pytest.fixture(scope="module")
-def pipeline(cache_dir):
-    corpus = load_corpus(None, CONFIG.num_documents, CONFIG.seed)
-    tokenizer = CharTokenizer.from_text(corpus)
-    annotator = Annotator(corpus)
-    prompts = make_prompts(corpus, tokenizer, CONFIG.prompt_chars)
-    reference, pretrain_stats = pretrained_gpt(corpus, tokenizer, CONFIG, torch.device("cpu"), cache_dir,
-                                               log=None)
-    reward_model, reward_stats = trained_reward_model(reference, prompts, tokenizer, annotator, corpus,
-                                                      CONFIG, cache_dir, log=None)
-    return dict(corpus=corpus, tokenizer=tokenizer, annotator=annotator, prompts=prompts,
-                reference=reference, pretrain_stats=pretrain_stats, reward_model=reward_model,
-                reward_stats=reward_stats)
-
 
 def make_source(pipeline, num_sequences=32, beta=0.1, seed=0):
     return TextRollout(pipeline["prompts"], pipeline["reference"], pipeline["reward_model"],
