@@ -32,6 +32,22 @@ def _parse_hp(items: list[str]) -> dict:
     return out
 
 
+# Settings the commands take as options of their own: `--hp seed=3` would give them twice.
+TRAIN_OPTIONS = {"env_id": "--env", "algo": "--algo", "seed": "--seed", "total_steps": "--total-steps",
+                 "num_envs": "--num-envs", "device": "--device", "out": "--out", "overwrite": "--overwrite",
+                 "show_progress": "--no-progress"}
+RLHF_OPTIONS = {"algo": "--algo", "beta": "--beta", "kl_target": "--kl-target", "iterations": "--iterations",
+                "seed": "--seed", "device": "--device", "corpus": "--corpus"}
+
+
+def refuse_options_in_hp(hp: dict, options: dict[str, str]) -> None:
+    """Raise :class:`MinippoError` if an ``--hp`` key names a setting that has an option of its own."""
+    for key in hp:
+        if key in options:
+            raise MinippoError(f"--hp {key}=... sets what the option {options[key]} sets; use {options[key]} "
+                               "instead.")
+
+
 def number(text: str) -> int | float:
     """``--total-steps`` value: ``100000`` or ``1e5``. A float that is not whole is refused later, by
     :class:`minippo.train.TrainConfig`, with a message naming the option."""
@@ -108,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "pairs → RL with the same VPG/TRPO/PPO code as `train`. Pretraining and the reward "
                        "model are cached (see --cache-dir), so a second run starts at RL. Defaults: the "
                        "RLHFConfig and DEFAULTS table in minippo/lm/rlhf.py.")
-    r.add_argument("--algo", choices=["ppo", "trpo", "vpg"], help="(default: ppo)")
+    r.add_argument("--algo", choices=["ppo", "trpo", "vpg", "rloo", "grpo"], help="(default: ppo)")
     r.add_argument("--beta", type=float, help="KL coefficient β (default: 0.1)")
     r.add_argument("--kl-target", type=float, help="adapt β towards this KL(π‖π_ref), nats per sequence "
                    "(Ziegler et al. 2019; default: fixed β)")
@@ -164,10 +180,12 @@ def cmd_train(args) -> int:
         args.algo, args.env = saved["algo"], saved["env_id"]
     else:
         args.algo, args.env = args.algo or "ppo", args.env or "CartPole-v1"
+        hp = _parse_hp(args.hp)
+        refuse_options_in_hp(hp, TRAIN_OPTIONS)
         result = train(args.env, args.algo, total_steps=args.total_steps,
                        seed=args.seed if args.seed is not None else 0, num_envs=args.num_envs,
                        device=args.device, out=args.out, overwrite=args.overwrite,
-                       show_progress=not args.no_progress, **_parse_hp(args.hp))
+                       show_progress=not args.no_progress, **hp)
     returns = result.episode_returns
     print(f"\n{args.algo} on {args.env}: {result.status} after {result.iterations} iterations, "
           f"{result.global_step} env steps in {result.time_s:.1f} s "
@@ -213,7 +231,9 @@ def cmd_check(args) -> int:
 def cmd_rlhf(args) -> int:
     from .lm.rlhf import cmd_rlhf
 
-    return cmd_rlhf(args, _parse_hp(args.hp))
+    hp = _parse_hp(args.hp)
+    refuse_options_in_hp(hp, RLHF_OPTIONS)
+    return cmd_rlhf(args, hp)
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "compare": cmd_compare, "plot": cmd_plot, "rlhf": cmd_rlhf,

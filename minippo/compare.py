@@ -16,9 +16,12 @@ What lands in ``out`` (default ``runs/compare-<env>``)::
 returns normally; it names the env, algorithm, seed and budget. Running the same comparison again
 reuses such folders (so an interrupted comparison picks up where it stopped) unless ``redo=True``; an
 unfinished run with a checkpoint of the same env, algorithm and seed is resumed from it
-(:func:`minippo.train.resume`); any other folder at that path is trained again from scratch. A run that
-raises is reported with its error while the others go on; the figure and the table then use the runs
-that finished.
+(:func:`minippo.train.resume`); a folder with nothing to lose (no checkpoint, at most one row: a run
+killed in its first iteration) is trained from scratch. Any other folder at that path (a corrupt or
+foreign checkpoint.pt, config.json, progress.csv or done.json) stops the comparison before anything is
+trained, with one error naming the file: it may hold a run someone wants, so it is neither replaced nor
+resumed unless ``redo=True`` (:func:`run_folder_state`). A run that raises while training is reported
+with its error while the others go on; the figure and the table then use the runs that finished.
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ from tqdm import tqdm
 
 from .envs import check_env_id
 from .errors import MinippoError, check_range
-from .logger import load_checkpoint, write_json
+from .logger import load_checkpoint, progress_rows, read_run_config, write_json
 from .plot import Run, band_label, load_run, plot_runs, reward_threshold
-from .train import ALGORITHMS, make_configs, resume, train
+from .train import ALGORITHMS, RUN_FILES, make_configs, resume, train
 
 DONE_FILE = "done.json"
 ERROR_FILE = "error.txt"
@@ -58,41 +61,101 @@ class RunSpec:
     total_steps: int
     run_dir: Path
 
+    IDENTITY = ("env_id", "algo", "seed", "total_steps")  # the fields done.json must match
+
     @property
     def name(self) -> str:
         return f"{self.algo}-s{self.seed}"
 
     def identity(self) -> dict:
         """What ``done.json`` must match for the folder to count as this run, finished."""
-        return {"env_id": self.env_id, "algo": self.algo, "seed": self.seed, "total_steps": self.total_steps}
+        return {key: getattr(self, key) for key in self.IDENTITY}
 
 
-def is_finished(spec: RunSpec) -> bool:
-    """True if ``spec.run_dir`` holds a ``done.json`` for this very run (same env, algo, seed, budget)."""
+def read_done(path: Path) -> dict | None:
+    """The ``done.json`` at ``path`` (None if there is none).
+
+    Raises:
+        MinippoError: it is unreadable, not JSON, or not a JSON object naming env_id, algo, seed and
+            total_steps.
+    """
     try:
-        done = json.loads((spec.run_dir / DONE_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return all(done.get(key) == value for key, value in spec.identity().items())
+        done = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        raise MinippoError(f"{path} is corrupt: it is not UTF-8 text, so not JSON.") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, an int of 5000 digits, [[[[...
+        raise MinippoError(f"{path} is corrupt: it is not valid JSON ({e}).") from None
+    except OSError as e:
+        raise MinippoError(f"Cannot read {path}: {e.strerror or e}.") from None
+    if not isinstance(done, dict) or any(key not in done for key in RunSpec.IDENTITY):
+        raise MinippoError(f"{path} is not a minippo done.json: it must be a JSON object naming "
+                           f"{', '.join(RunSpec.IDENTITY)}.")
+    return done
 
 
-def resumable(spec: RunSpec) -> bool:
-    """True if ``spec.run_dir`` holds a loadable checkpoint of this run (same env, algorithm and seed), so
-    that an unfinished run goes on from it instead of starting over."""
+def run_folder_state(spec: RunSpec) -> str:
+    """What ``spec.run_dir`` holds, and so what the comparison does with it, decided before any training:
+
+    - ``"new"``: nothing to lose: no run files, or no checkpoint.pt and at most one progress.csv row (a
+      run killed in its first iteration), with a config.json (if any) of this run. Trained from scratch.
+    - ``"resume"``: a checkpoint of this run (same env, algorithm and seed), with progress.csv rows up to
+      its iteration, and no done.json of this budget. Resumed from the checkpoint.
+    - ``"finished"``: a done.json of this very run (same env, algorithm, seed and budget), with a readable
+      config.json and progress.csv (and checkpoint.pt, if any) of it. Kept as it is.
+
+    Raises:
+        MinippoError: anything else: a corrupt or foreign checkpoint.pt, config.json, progress.csv or
+            done.json, or progress rows without a checkpoint. Such a folder may hold a run someone wants,
+            so the comparison neither replaces nor resumes it: the message names the file and what is
+            wrong, and says to use ``--redo`` (train the run again from scratch, replacing its files) or
+            to move the folder away.
+    """
+    folder = spec.run_dir  # only files count: a folder named config.json is no run (training reports it)
+    if not any((folder / name).is_file() for name in (*RUN_FILES, DONE_FILE)):
+        return "new"
+    checkpoint_path = folder / "checkpoint.pt"
+    this_run = f"{spec.algo} on {spec.env_id}, seed {spec.seed}"
+    describe = lambda d: f"{d.get('algo')} on {d.get('env_id')}, seed {d.get('seed')}"  # noqa: E731
     try:
-        train_config = load_checkpoint(spec.run_dir / "checkpoint.pt")["config"]["train"]
-    except (MinippoError, KeyError, TypeError):
-        return False
-    return (train_config.get("env_id"), train_config.get("algo"), train_config.get("seed")) == (
-        spec.env_id, spec.algo, spec.seed)
+        done = read_done(folder / DONE_FILE)
+        if (folder / "config.json").is_file():
+            config = read_run_config(folder / "config.json")
+            if describe(config["train"]) != this_run:
+                raise MinippoError(f"{folder / 'config.json'} is another run's "
+                                   f"({describe(config['train'])}), not {spec.name}'s ({this_run}).")
+        if checkpoint_path.is_file():
+            state = load_checkpoint(checkpoint_path)
+            saved = state.get("config")
+            train = saved.get("train") if isinstance(saved, dict) else None
+            if not isinstance(train, dict) or describe(train) != this_run:
+                raise MinippoError(f"{checkpoint_path} is not a checkpoint of {spec.name} ({this_run}).")
+            if not isinstance(state.get("iteration"), int):
+                raise MinippoError(f"{checkpoint_path} names no iteration.")
+            progress_rows(folder / "progress.csv", state["iteration"])
+        if done is not None and all(done.get(k) == v for k, v in spec.identity().items()):
+            load_run(folder)  # what the figure and the table will read
+            return "finished"
+        if checkpoint_path.is_file():
+            return "resume"
+        csv_path = folder / "progress.csv"
+        if csv_path.is_file() and csv_path.read_bytes().count(b"\n") > 2:  # the header and one row
+            raise MinippoError(f"{csv_path} holds rows of several iterations but {folder} has no "
+                               "checkpoint.pt to resume from.")
+        return "new"
+    except MinippoError as e:
+        raise MinippoError(f"{e} The comparison leaves {folder} as it is: use --redo to train {spec.name} "
+                           "again from scratch (replacing its files), or move the folder away.") from None
 
 
 def train_one(spec: RunSpec, redo: bool = False) -> dict:
     """Train one run in this (worker) process and mark it finished with ``done.json``; return what
     done.json holds: the run's identity, ``global_step``, ``time_s`` and ``final_return``.
 
-    An unfinished run of this spec in ``spec.run_dir`` is resumed from its checkpoint (unless ``redo``);
-    anything else there is replaced.
+    Without ``redo``, the folder is what :func:`run_folder_state` says: an unfinished run of this spec is
+    resumed from its checkpoint, a folder with nothing to lose is trained from scratch, and one that is
+    unreadable raises. With ``redo``, whatever is there is replaced.
 
     Uses one torch thread and the CPU: K small-MLP runs side by side on K cores beat sharing one GPU.
     If training raises, the traceback is saved to ``<run_dir>/error.txt`` before the exception goes on.
@@ -104,7 +167,7 @@ def train_one(spec: RunSpec, redo: bool = False) -> dict:
     (spec.run_dir / DONE_FILE).unlink(missing_ok=True)  # a redo that fails must not look finished
     (spec.run_dir / ERROR_FILE).unlink(missing_ok=True)
     try:
-        if not redo and resumable(spec):
+        if not redo and run_folder_state(spec) == "resume":
             result = resume(spec.run_dir, total_steps=spec.total_steps, device="cpu", show_progress=False)
         else:
             result = train(spec.env_id, spec.algo, total_steps=spec.total_steps, seed=spec.seed,
@@ -129,7 +192,8 @@ def plan_runs(env_id: str, algos: list[str], seeds: list[int], total_steps: int 
     ``total_steps=None`` takes each algorithm's default budget for ``env_id``.
 
     Raises:
-        MinippoError: unknown env or algorithm, no algorithms or seeds, a negative seed, a bad budget.
+        MinippoError: unknown env or algorithm, no algorithms or seeds, a seed out of [0, 2**32 − 1], a
+            bad budget.
     """
     check_env_id(env_id)
     unknown = [a for a in algos if a not in ALGORITHMS]
@@ -138,12 +202,10 @@ def plan_runs(env_id: str, algos: list[str], seeds: list[int], total_steps: int 
                            if unknown else "No algorithms to compare.")
     if not seeds:
         raise MinippoError("No seeds given.")
-    for seed in seeds:
-        check_range("seed", seed, 0)  # numpy and Gymnasium seeds must be non-negative
     specs = []
     for seed in dict.fromkeys(seeds):  # dict.fromkeys drops duplicates and keeps the order
-        for algo in dict.fromkeys(algos):
-            budget = make_configs(algo, env_id, total_steps=total_steps)[0].total_steps
+        for algo in dict.fromkeys(algos):  # make_configs checks the seed and the budget
+            budget = make_configs(algo, env_id, total_steps=total_steps, seed=seed)[0].total_steps
             specs.append(RunSpec(env_id, algo, seed, budget, out / f"{algo}-s{seed}"))
     return specs
 
@@ -278,7 +340,10 @@ def compare(env_id: str = "CartPole-v1", algos: Sequence[str] | None = None,
     check_range("jobs", jobs, 1)
     specs = plan_runs(env_id, list(algos) if algos is not None else list(ALGORITHMS), list(seeds),
                       total_steps, out)
-    pending = [s for s in specs if redo or not is_finished(s)]
+    # Every run folder is read before anything is trained, so that an unreadable one stops the comparison
+    # with nothing written (run_folder_state says why and what to do).
+    states = {spec: "new" if redo else run_folder_state(spec) for spec in specs}
+    pending = [s for s in specs if states[s] != "finished"]
     say = tqdm.write if show_progress else lambda _: None
     say(f"{env_id}: {len(specs)} runs = {len({s.algo for s in specs})} × {len({s.seed for s in specs})} "
         f"(algorithms × seeds) in {out}; {len(specs) - len(pending)} already finished (redo to train "

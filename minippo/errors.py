@@ -15,17 +15,32 @@ class NonFiniteLossError(MinippoError):
     last checkpoint written (from the previous iteration) is kept."""
 
 
+class EnvStepError(MinippoError):
+    """A Gymnasium env's ``step`` raised, or returned a NaN or infinite observation or reward. Training
+    stops before that rollout reaches an update, and the checkpoint of the last completed iteration is
+    kept. The message names the env, the rollout step and (from the training loop) the iteration.
+
+    Like every :class:`MinippoError`, the command line reports it in one line with exit status 2: the env
+    is the user's input (its id names the code that failed), and nothing is lost, so once the env is
+    fixed ``minippo train --resume RUN_DIR`` goes on from the kept checkpoint."""
+
+
 def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
-                low_inclusive: bool = True, high_inclusive: bool = True) -> None:
+                low_inclusive: bool = True, high_inclusive: bool = True, integer: bool = False) -> None:
     """Raise :class:`MinippoError` unless ``value`` is a number with ``low <= value <= high`` (bounds
-    optional, inclusivity as given).
+    optional, inclusivity as given); with ``integer``, an int (a count such as ``num_epochs``: a float,
+    even ``10.0`` or ``1e400``, is refused rather than failing later in ``range()``).
 
     The message names the hyperparameter, its value and its valid range, e.g.
-    ``clip_range=1.5 is out of range: it must be in (0, 1).`` or
-    ``learning_rate='abc' is not a number: it must be a number in (0, 1].``
+    ``clip_range=1.5 is out of range: it must be in (0, 1).``,
+    ``learning_rate='abc' is not a number: it must be a number in (0, 1].`` or
+    ``num_epochs=1.5 is not an int: it must be an int in [1, inf].``
     """
-    left = ("[" if low_inclusive else "(") + (f"{low:g}" if low is not None else "-inf")
-    right = (f"{high:g}" if high is not None else "inf") + ("]" if high_inclusive else ")")
+    bound = lambda x: f"{x:g}" if isinstance(x, float) else str(x)  # noqa: E731 (ints in full: 4294967295)
+    left = ("[" if low_inclusive else "(") + (bound(low) if low is not None else "-inf")
+    right = (bound(high) if high is not None else "inf") + ("]" if high_inclusive else ")")
+    if integer and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+        raise MinippoError(f"{name}={value!r} is not an int: it must be an int in {left}, {right}.")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise MinippoError(f"{name}={value!r} is not a number: it must be a number in {left}, {right}.")
     ok = True

@@ -45,6 +45,9 @@ class CSVLogger:
             if self.writer is None:
                 self.writer = csv.DictWriter(self.file, fieldnames=list(row))
                 self.writer.writeheader()
+            elif extra := [key for key in row if key not in self.writer.fieldnames]:
+                raise MinippoError(f"{self.path} has no columns {extra} for this run's statistics (its "
+                                   "header is another run's); it is not this run's progress.csv.")
             clean = {k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
             self.writer.writerow(clean)
             self.file.flush()
@@ -70,36 +73,96 @@ class CSVLogger:
         self.file.close()
 
 
-def keep_progress_rows(path: str | Path, last_iteration: int) -> None:
-    """Rewrite ``progress.csv`` (atomically) with only its rows for iterations 1..``last_iteration``: the
-    rows a resumed run keeps. Rows after the checkpoint's iteration, or half a row written at a kill, go.
+def progress_rows(path: str | Path, last_iteration: int) -> list[str]:
+    """The lines of ``progress.csv`` that a run resumed after ``last_iteration`` keeps: the header and the
+    rows of iterations 1..``last_iteration``, as written (with the csv module's CRLF line ends).
+    Rows after them, or half a row written at a kill, are left out.
 
     Raises:
-        MinippoError: the file is missing rows 1..``last_iteration`` or is not a minippo progress.csv.
+        MinippoError: the file is missing, unreadable, not UTF-8, not a minippo progress.csv (its header
+            does not start with ``iteration,global_step``), or lacks complete rows 1..``last_iteration``.
     """
     path = Path(path)
     try:
-        with open(path, newline="") as f:  # keep the csv module's \r\n line ends as they are
+        with open(path, newline="", encoding="utf-8") as f:  # newline="": keep the \r\n line ends as they are
             text = f.read()
+    except UnicodeDecodeError:
+        raise MinippoError(f"{path} is corrupt: it is not UTF-8 text, so not a minippo progress.csv."
+                           ) from None
     except OSError as e:
-        raise MinippoError(f"Cannot read {path} to resume: {e.strerror or e}.") from None
+        raise MinippoError(f"Cannot read {path}: {e.strerror or e}.") from None
     lines = text.splitlines(keepends=True)
-    if not lines or not lines[0].startswith("iteration,"):
-        raise MinippoError(f"{path} is not a minippo progress.csv (no 'iteration' header); cannot resume.")
-    width = len(next(csv.reader([lines[0]])))
+    # Read the lines as a CSV reader reads the whole file (a quote opened in one row would swallow the
+    # next), and keep the rows that are each one complete line of the header's width, numbered 1, 2, ...
+    reader = csv.reader(lines)
+    try:
+        header = next(reader) if lines and lines[0].startswith("iteration,global_step,") else None
+    except csv.Error:  # e.g. a field longer than the csv module's limit: not a header minippo wrote
+        header = None
+    if header is None or reader.line_num != 1:
+        raise MinippoError(f"{path} is not a minippo progress.csv: its first line is not a header starting "
+                           "with 'iteration,global_step'.")
     kept = [lines[0]]
-    for line in lines[1:1 + last_iteration]:
-        cells = next(csv.reader([line]), [])
-        if not line.endswith("\n") or len(cells) != width or cells[0] != str(len(kept)):
-            break
-        kept.append(line)
+    try:
+        for cells in reader:
+            line = lines[reader.line_num - 1]
+            if (len(kept) > last_iteration or reader.line_num != len(kept) + 1 or not line.endswith("\n")
+                    or len(cells) != len(header) or cells[0] != str(len(kept))):
+                break
+            kept.append(line)
+    except csv.Error:  # not a row minippo wrote
+        pass
     if len(kept) - 1 != last_iteration:
-        raise MinippoError(f"{path} has rows for iterations 1..{len(kept) - 1} but the checkpoint is at "
-                           f"iteration {last_iteration}; it is not this run's progress.csv. Cannot resume.")
+        raise MinippoError(f"{path} has complete rows for iterations 1..{len(kept) - 1} only, but the "
+                           f"checkpoint is at iteration {last_iteration}; it is not this run's progress.csv.")
+    return kept
+
+
+def keep_progress_rows(path: str | Path, last_iteration: int) -> None:
+    """Rewrite ``progress.csv`` (atomically) with only its rows for iterations 1..``last_iteration``: the
+    rows a resumed run keeps (:func:`progress_rows`). Rows after the checkpoint's iteration, or half a row
+    written at a kill, go.
+
+    Raises:
+        MinippoError: as :func:`progress_rows`; the file is then left as it is.
+    """
+    path = Path(path)
+    kept = progress_rows(path, last_iteration)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
         f.write("".join(kept))
     os.replace(tmp, path)
+
+
+def read_run_config(path: str | Path) -> dict:
+    """Read the ``config.json`` of a Gymnasium run and check its shape: a JSON object whose ``train``
+    section names ``env_id`` and ``algo`` (strings), ``seed`` and ``total_steps`` (ints).
+
+    Raises:
+        MinippoError: the file is missing, unreadable, not UTF-8, not JSON, or JSON of another shape; the
+            message names the file and what is wrong.
+    """
+    path = Path(path)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MinippoError(f"{path} does not exist; is {path.parent} a run folder?") from None
+    except UnicodeDecodeError:
+        raise MinippoError(f"{path} is corrupt: it is not UTF-8 text, so not JSON.") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, an int of 5000 digits, [[[[...
+        raise MinippoError(f"{path} is corrupt: it is not valid JSON ({e}).") from None
+    except OSError as e:
+        raise MinippoError(f"Cannot read {path}: {e.strerror or e}.") from None
+    train = config.get("train") if isinstance(config, dict) else None
+    if not isinstance(train, dict):
+        raise MinippoError(f"{path} is not the config.json of a Gymnasium run: it has no 'train' section "
+                           "(an RLHF run, or another program's file?).")
+    for key, kind in (("env_id", str), ("algo", str), ("seed", int), ("total_steps", int)):
+        value = train.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise MinippoError(f"{path} is not the config.json of a Gymnasium run: train.{key} is {value!r}, "
+                               f"not {'a string' if kind is str else 'an int'}.")
+    return config
 
 
 def write_json(path: str | Path, data: dict) -> None:
@@ -136,8 +199,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise MinippoError(f"No checkpoint at {path}. Pass the checkpoint.pt of a run folder "
                            "(or the folder itself).")
     try:
+        # torch.load does not check the CRC-32 that the zip format keeps for every record, so a flipped
+        # bit in the weights would load silently as a different policy; zipfile's testzip checks them all.
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+        if damaged is not None:
+            raise MinippoError(f"{path} is corrupt: its record {damaged!r} fails its CRC check (the file was "
+                               "changed after it was written). Use another checkpoint or retrain.")
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, Exception) as e:
+    except MinippoError:
+        raise
+    except Exception as e:  # a truncated or foreign file: BadZipFile, RuntimeError, UnpicklingError, ...
         raise MinippoError(f"{path} is corrupt or not a minippo checkpoint ({type(e).__name__}: "
                            f"{str(e).splitlines()[0] if str(e) else ''}). Use another checkpoint or "
                            "retrain.") from None

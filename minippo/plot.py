@@ -46,7 +46,6 @@ Agg (PNG) and SVG backends and never opens a window; in Jupyter the returned fig
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ from matplotlib.ticker import EngFormatter
 from scipy import stats
 
 from .errors import MinippoError
+from .logger import read_run_config
 
 # The bands aggregate() can draw, and what each is; see the module doc.
 BANDS = {"auto": "min–max range for ≤ 4 seeds, 95% t-interval of the mean for ≥ 5",
@@ -144,7 +144,7 @@ class Run:
 
 
 def _number(cell: str | None) -> float:
-    """A progress.csv cell as a float; the empty cell (logged NaN) is NaN."""
+    """A progress.csv cell as a float; the empty cell (logged NaN) is NaN. Raises ValueError otherwise."""
     return float(cell) if cell not in (None, "") else math.nan
 
 
@@ -152,38 +152,47 @@ def load_run(path: str | Path) -> Run:
     """Read one run folder (``config.json`` + ``progress.csv``, as written by :func:`minippo.train`).
 
     Raises:
-        MinippoError: a file is missing or unreadable, config.json has no ``train`` section (not a
-            Gymnasium run), or progress.csv has no rows or lacks the needed columns.
+        MinippoError: a file is missing, unreadable or corrupt (not UTF-8, not JSON or CSV), config.json
+            is not a Gymnasium run's (:func:`minippo.logger.read_run_config`), or progress.csv has no
+            complete rows, lacks the needed columns or holds a cell that is not a number. The message names
+            the file and what is wrong.
     """
     path = Path(path)
+    train = read_run_config(path / "config.json")["train"]
+    csv_path = path / "progress.csv"
     try:
-        config = json.loads((path / "config.json").read_text())
-        train = config["train"]
-        env_id, algo, seed, total_steps = train["env_id"], train["algo"], train["seed"], train["total_steps"]
-    except FileNotFoundError:
-        raise MinippoError(f"{path} has no config.json; is it a run folder?") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise MinippoError(f"{path / 'config.json'} is not the config of a Gymnasium run "
-                           f"({type(e).__name__}: {e}).") from None
-    try:
-        with open(path / "progress.csv", newline="") as f:
+        with open(csv_path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
     except FileNotFoundError:
         raise MinippoError(f"{path} has no progress.csv; did the run start?") from None
+    except UnicodeDecodeError:
+        raise MinippoError(f"{csv_path} is corrupt: it is not UTF-8 text.") from None
+    except (OSError, csv.Error) as e:
+        raise MinippoError(f"Cannot read {csv_path}: {getattr(e, 'strerror', None) or e}.") from None
     needed = ("global_step", "rolling_return_mean", "time_s", "steps_per_s")
     if not rows or any(column not in rows[0] for column in needed):
-        raise MinippoError(f"{path / 'progress.csv'} has no rows or lacks the columns {list(needed)}.")
+        raise MinippoError(f"{csv_path} has no rows or lacks the columns {list(needed)}.")
     # A row cut short by a crash has None cells; keep only complete rows.
     rows = [r for r in rows if all(r.get(column) is not None for column in needed)]
-    step_column = np.array([_number(r["global_step"]) for r in rows])
-    return_column = np.array([_number(r["rolling_return_mean"]) for r in rows])
+    if not rows:
+        raise MinippoError(f"{csv_path} has no complete row.")
+    table = {column: [] for column in needed}  # column -> [K] floats
+    for i, row in enumerate(rows, start=1):
+        for column in needed:
+            try:
+                table[column].append(_number(row[column]))
+            except ValueError:
+                raise MinippoError(f"{csv_path} is corrupt: row {i} has {column}={row[column]!r}, not a "
+                                   "number.") from None
+    step_column, return_column = np.array(table["global_step"]), np.array(table["rolling_return_mean"])
+    if not np.isfinite(step_column).all():
+        raise MinippoError(f"{csv_path} is corrupt: its global_step column has empty or non-finite cells.")
     known = ~np.isnan(return_column)
-    last = rows[-1]
-    return Run(path=path, env_id=env_id, algo=algo, seed=int(seed), total_steps=int(total_steps),
-               steps=step_column[known].astype(np.int64), returns=return_column[known],
-               final_return=_number(last["rolling_return_mean"]),
-               global_step=int(_number(last["global_step"])), time_s=_number(last["time_s"]),
-               steps_per_s=_number(last["steps_per_s"]))
+    return Run(path=path, env_id=train["env_id"], algo=train["algo"], seed=train["seed"],
+               total_steps=train["total_steps"], steps=step_column[known].astype(np.int64),
+               returns=return_column[known], final_return=return_column[-1],
+               global_step=int(step_column[-1]), time_s=table["time_s"][-1],
+               steps_per_s=table["steps_per_s"][-1])
 
 
 def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:

@@ -107,8 +107,8 @@ class PPOConfig:
 
     def __post_init__(self):
         check_range("learning_rate", self.learning_rate, 0, 1, low_inclusive=False)
-        check_range("num_epochs", self.num_epochs, 1)
-        check_range("minibatch_size", self.minibatch_size, 1)
+        check_range("num_epochs", self.num_epochs, 1, integer=True)
+        check_range("minibatch_size", self.minibatch_size, 1, integer=True)
         check_range("clip_range", self.clip_range, 0, 1, low_inclusive=False, high_inclusive=False)
         check_range("value_coef", self.value_coef, 0)
         check_range("entropy_coef", self.entropy_coef, 0)

@@ -1,4 +1,5 @@
-"""A student's own environment, registered on import, for the ``module:EnvId`` tests in test_errors.py.
+"""A student's own environments, registered on import: EndlessConstant-v0 for the ``module:EnvId`` tests in
+test_errors.py, and envs whose step goes wrong after a while (raises, or returns NaN) for test_robustness.py.
 
 ``gymnasium.make("envs_for_tests:EndlessConstant-v0")`` imports this module, which registers the env.
 """
@@ -23,3 +24,45 @@ class EndlessConstant(gym.Env):
 
 if "EndlessConstant-v0" not in gym.registry:
     gym.register("EndlessConstant-v0", entry_point=EndlessConstant, max_episode_steps=20)
+
+
+class FaultyEnv(EndlessConstant):
+    """EndlessConstant until its ``FAULT_AT``-th ``step`` call (counted over resets), then faulty every step
+    (each subclass says how): for the tests of a broken env stopping training (test_robustness.py)."""
+
+    FAULT_AT = 41  # with num_steps=16 and 1 env, the 41st call is in the 3rd rollout (TimeLimit 20)
+
+    def __init__(self):
+        self.calls = 0
+
+    def step(self, action):
+        self.calls += 1
+        obs, reward, terminated, truncated, info = super().step(action)
+        if self.calls >= self.FAULT_AT:
+            obs, reward = self.fault(obs, reward)
+        return obs, reward, terminated, truncated, info
+
+    def fault(self, obs, reward):
+        raise NotImplementedError
+
+
+class FailingStep(FaultyEnv):
+    def fault(self, obs, reward):
+        raise RuntimeError(f"simulator diverged at call {self.calls}\nsecond line of the message")
+
+
+class NaNObservation(FaultyEnv):
+    def fault(self, obs, reward):
+        obs[1] = np.nan
+        return obs, reward
+
+
+class NaNReward(FaultyEnv):
+    def fault(self, obs, reward):
+        return obs, float("nan")
+
+
+for _name, _cls in (("FailingStep-v0", FailingStep), ("NaNObservation-v0", NaNObservation),
+                    ("NaNReward-v0", NaNReward)):
+    if _name not in gym.registry:
+        gym.register(_name, entry_point=_cls, max_episode_steps=20)

@@ -118,7 +118,8 @@ def test_checkpoint_that_does_not_match_the_env(small_run, capsys):
 
 
 class NaNRewardEnv(gym.Env):
-    """Rewards are fine for ``good_steps`` steps (summed over all resets), then NaN."""
+    """Rewards are fine for 3 · 64 steps (summed over all resets), then 1e30: finite, so the env check of
+    the rollout lets them through, but large enough to overflow the loss to inf."""
 
     observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
     action_space = gym.spaces.Discrete(2)
@@ -130,7 +131,7 @@ class NaNRewardEnv(gym.Env):
 
     def step(self, action):
         NaNRewardEnv.steps += 1
-        reward = float("nan") if NaNRewardEnv.steps > 3 * 64 else 1.0
+        reward = 1e30 if NaNRewardEnv.steps > 3 * 64 else 1.0
         return self.np_random.uniform(-1, 1, 2).astype(np.float32), reward, False, False, {}
 
 

@@ -155,6 +155,7 @@ def test_cli_second_run_starts_at_rl_from_the_cache(pipeline, cache_dir, tmp_pat
     (["--hp", "model.n_layers=3"], "Unknown setting 'model.n_layers'"),
     (["--hp", "completion_len=100"], "must fit the context"),
     (["--hp", "learning_rat=1e-3"], "Unknown hyperparameter"),
+    (["--hp", "seed=1"], "use --seed instead"),
 ])
 def test_cli_bad_input_is_one_clear_line(args, message, tmp_path, capsys):
     assert main(["rlhf", "--out", str(tmp_path / "r"), "--no-progress"] + args) == 2

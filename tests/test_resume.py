@@ -206,3 +206,49 @@ def test_compare_resumes_an_unfinished_run_from_its_checkpoint(tmp_path, capsys)
     rows = progress_rows(out / "ppo-s0")
     assert rows[:len(first_rows)] == first_rows and len(rows) == 8  # went on, did not start over
     assert (out / "ppo-s0" / "done.json").is_file()
+
+
+def test_kill_9_compare_and_run_it_again(tmp_path):
+    """SIGKILL `minippo compare` (its process group: the parent and its worker processes) at random
+    moments, run the same command again after each kill; the comparison ends as if never interrupted."""
+    rng = random.Random(1)
+    out = tmp_path / "cmp"
+    runs = [out / "ppo-s0", out / "ppo-s1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "minippo.cli", "compare", "--algos", "ppo", "--seeds", "0", "1",
+               "--jobs", "2", "--total-steps", "5120", "--out", str(out)]  # 20 iterations of 256 env steps
+    # Each launch spends seconds importing (the parent, then each worker), so two kills: the first a
+    # moment after the first checkpoint is written, the second at a random moment of the next launch,
+    # which may fall in its imports, in the resume (progress.csv rewritten) or in training.
+    kills, start = 0, time.monotonic()
+    for delay in (None, rng.uniform(4.0, 10.0)):
+        launched = time.monotonic()
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)  # its own process group, workers included
+        while process.poll() is None and (not any((run / "checkpoint.pt").exists() for run in runs)
+                                          if delay is None else time.monotonic() - launched < delay):
+            time.sleep(0.05)
+        if delay is None:
+            time.sleep(rng.uniform(0.0, 0.5))
+        if process.poll() is not None:  # it finished first: nothing left to interrupt
+            break
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        kills += 1
+        for run in runs:  # whatever the moment: a checkpoint that loads, rows up to it (or one more)
+            if (run / "checkpoint.pt").exists():
+                done = iterations(run)
+                assert done == list(range(1, len(done) + 1))
+                assert len(done) - load_checkpoint(run)["iteration"] in (0, 1)
+    assert kills >= 1 and time.monotonic() - start < 60
+
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    for run in runs:
+        rows = progress_rows(run)
+        assert [int(r["iteration"]) for r in rows] == list(range(1, 21))  # none missing, none repeated
+        state = load_checkpoint(run)
+        assert state["iteration"] == 20 and int(rows[-1]["global_step"]) == state["global_step"] == 5120
+        assert (run / "done.json").is_file()
+    assert "| ppo | 2 |" in (out / "summary.md").read_text()
+    assert all((out / name).is_file() for name in ("returns.png", "returns.svg", "summary.csv"))
