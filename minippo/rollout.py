@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .errors import EnvStepError, MinippoError
+
 
 @dataclass
 class Minibatch:
@@ -45,6 +47,8 @@ class Minibatch:
     mask          [*S] bool or None     True where the position is a transition; False where it
                                         only pads a sequence (a text token after the end of the
                                         response). None: every position is a transition.
+    ref_log_probs [*S] or None          log π_ref(a|s) under a frozen reference policy (text
+                                        tasks; GRPO's KL term). None where there is none.
     ============  ====================  ==========================================================
 
     Every mean the algorithms take over a minibatch is :func:`masked_mean` with ``mask``, so padded
@@ -59,6 +63,7 @@ class Minibatch:
     advantages: Tensor
     returns: Tensor
     mask: Tensor | None = None
+    ref_log_probs: Tensor | None = None
 
     def select(self, index: Tensor) -> Minibatch:
         """The transitions at ``index`` (an index tensor into the leading dimension) of every field."""
@@ -117,7 +122,10 @@ class Batch:
                                         Gymnasium's autoreset steps (see GymRollout), text tokens
                                         after the end of the response; left out of every update
     advantages    [T, N]                filled in by the training loop with :func:`compute_gae`
+                                        (or another estimator, e.g. :class:`GroupBaseline`)
     returns       [T, N]                likewise
+    ref_log_probs [T, N] or None        log π_ref(a_t|s_t) under a frozen reference policy, where
+                                        the source has one (text); None for Gymnasium
     ============  ====================  ==========================================================
 
     ``episode_returns`` / ``episode_lengths`` list every episode that finished during the rollout (raw,
@@ -135,6 +143,7 @@ class Batch:
     valid: Tensor
     advantages: Tensor | None = None
     returns: Tensor | None = None
+    ref_log_probs: Tensor | None = None
     episode_returns: list[float] = field(default_factory=list)
     episode_lengths: list[int] = field(default_factory=list)
     info: dict[str, float] = field(default_factory=dict)
@@ -218,6 +227,78 @@ def compute_gae(rewards: Tensor, values: Tensor, next_values: Tensor, dones: Ten
     return advantages, advantages + values
 
 
+def group_advantages(rewards: Tensor, valid: Tensor, group_size: int, baseline: str = "leave_one_out"
+                     ) -> tuple[Tensor, Tensor]:
+    """Advantages from a *group baseline*: each sequence is compared with the other samples drawn for the
+    same prompt, instead of with a learned value function. Used by RLOO and GRPO.
+
+    The columns come in groups of ``k = group_size`` consecutive sequences sharing a prompt. With
+    ``R_i = Σ_t r_t`` the undiscounted return of sequence i (its score, minus β·KL where the KL penalty is
+    in the rewards):
+
+    - ``"leave_one_out"`` (RLOO; Kool et al. 2019, Ahmadian et al. 2024 eq. 6):
+      ``A_i = R_i − 1/(k−1) Σ_{j≠i} R_j``, the mean return of the *other* k−1 samples. It does not
+      depend on sample i, so the policy gradient stays unbiased.
+    - ``"group_mean_std"`` (GRPO; Shao et al. 2024, "DeepSeekMath", §4.1.2 outcome supervision):
+      ``A_i = (R_i − mean_j R_j) / std_j R_j``, with the unbiased std over the group (+1e-8; a group of
+      equal returns gets advantage 0).
+
+    Every token of sequence i gets ``A_i`` (it is a sequence-level, outcome-only estimate).
+
+    Args:
+        rewards: ``[T, N]`` per-token rewards. valid: ``[T, N]`` bool, the tokens of each response.
+        group_size: k ≥ 2, which must divide N. baseline: ``"leave_one_out"`` or ``"group_mean_std"``.
+
+    Returns:
+        ``(advantages, returns)``, both ``[T, N]``: A_i and R_i on every valid token of sequence i, 0 after
+        its end.
+
+    Raises:
+        MinippoError: k < 2, k does not divide N, or an unknown ``baseline``.
+    """
+    T, N = rewards.shape
+    if group_size < 2 or N % group_size:
+        raise MinippoError(f"A group baseline needs groups of k ≥ 2 samples per prompt that divide the "
+                           f"batch, got k={group_size} for N={N} sequences; set group_size to a divisor "
+                           "of num_sequences, at least 2.")
+    returns = torch.where(valid, rewards, 0.0).sum(0).view(N // group_size, group_size)  # [groups, k]
+    if baseline == "leave_one_out":
+        others_mean = (returns.sum(1, keepdim=True) - returns) / (group_size - 1)
+        advantages = returns - others_mean
+    elif baseline == "group_mean_std":
+        advantages = (returns - returns.mean(1, keepdim=True)) / (returns.std(1, keepdim=True) + 1e-8)
+    else:
+        raise MinippoError(f"Unknown group baseline {baseline!r}; use 'leave_one_out' or 'group_mean_std'.")
+    on_tokens = lambda x: torch.where(valid, x.reshape(1, N), 0.0)  # noqa: E731
+    return on_tokens(advantages), on_tokens(returns)
+
+
+@dataclass
+class GAE:
+    """The default advantage estimator of the training loop: :func:`compute_gae` with (γ, λ) on a
+    :class:`Batch`. ``estimator(batch) -> (advantages, returns)``, both ``[T, N]``."""
+
+    gamma: float
+    gae_lambda: float
+
+    def __call__(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        return compute_gae(batch.rewards, batch.values, batch.next_values, batch.dones, self.gamma,
+                           self.gae_lambda)
+
+
+@dataclass
+class GroupBaseline:
+    """The advantage estimator of RLOO and GRPO: :func:`group_advantages` on a :class:`Batch` whose
+    columns come in groups of ``group_size`` samples of one prompt. ``estimator(batch) -> (advantages,
+    returns)``, both ``[T, N]``; ``baseline`` is ``"leave_one_out"`` or ``"group_mean_std"``."""
+
+    group_size: int
+    baseline: str = "leave_one_out"
+
+    def __call__(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        return group_advantages(batch.rewards, batch.valid, self.group_size, self.baseline)
+
+
 class GymRollout:
     """Collects ``[T, N]`` batches from a Gymnasium vector env (``N = envs.num_envs``).
 
@@ -228,6 +309,11 @@ class GymRollout:
     The step after an episode ends is an *autoreset step*: the env ignores the action, resets and returns
     reward 0. Such steps are marked ``valid=False`` and left out of the update (they cost one env step
     per episode, counted in the env-step budget).
+
+    A faulty env stops the rollout at once with :class:`minippo.errors.EnvStepError`, naming the env id,
+    the rollout step and the env: when ``envs.step`` raises (its exception type and first message line are
+    kept), or returns a NaN or infinite observation or reward (which would otherwise reach GAE and the
+    update as a NaN loss, far from its cause).
 
     Args:
         envs: a vector env from :func:`minippo.envs.make_vec_env` (it records episode statistics).
@@ -264,7 +350,15 @@ class GymRollout:
             valid[t] = ~self.autoreset
             action, log_probs[t] = policy.act(self.obs)
             actions_list.append(action)
-            next_obs, rewards[t], terminated, truncated, info = self.envs.step(action.cpu().numpy())
+            try:
+                next_obs, reward, terminated, truncated, info = self.envs.step(action.cpu().numpy())
+            except Exception as e:  # a bug in the env: say which env and when, keep its type and message
+                message = str(e).splitlines()[0] if str(e) else ""
+                raise EnvStepError(f"The environment {self._env_id()} raised {type(e).__name__} ({message}) "
+                                   f"in step() at rollout step {t + 1} of {T}") from e
+            self._check_finite(next_obs, "observation", t)
+            self._check_finite(reward, "reward", t)
+            rewards[t] = reward
             self.obs = self._to_tensor(next_obs)
             terminated_buf[t] = terminated
             dones[t] = self.autoreset = terminated | truncated
@@ -285,6 +379,26 @@ class GymRollout:
                      next_values=next_values, valid=torch.as_tensor(valid, device=self.device),
                      episode_returns=episode_returns,
                      episode_lengths=episode_lengths)
+
+    def _env_id(self) -> str:
+        spec = getattr(self.envs, "spec", None)
+        return spec.id if spec is not None else type(self.envs.unwrapped).__name__
+
+    def _check_finite(self, x, what: str, t: int) -> None:
+        """Raise :class:`EnvStepError` unless the step output ``x`` (``[N, ...]`` observations or ``[N]``
+        rewards) is numbers, all finite."""
+        where = f"at rollout step {t + 1} of {self.num_steps}"
+        try:
+            x = np.asarray(x, dtype=np.float64).reshape(self.envs.num_envs, -1)
+        except (TypeError, ValueError):
+            raise EnvStepError(f"The environment {self._env_id()} returned an {what} that is not an array of "
+                               f"numbers {where}") from None
+        bad = ~np.isfinite(x).all(axis=1)
+        if bad.any():
+            env = int(np.argmax(bad))
+            kind = "NaN" if np.isnan(x[env]).any() else "infinite"
+            raise EnvStepError(f"The environment {self._env_id()} returned a {kind} {what} in env index "
+                               f"{env} of num_envs={self.envs.num_envs} {where}")
 
 
 def explained_variance(values: Tensor, returns: Tensor, mask: Tensor | None = None) -> float:

@@ -4,7 +4,7 @@ and its Gymnasium front end :func:`train` plus :func:`evaluate`.
 One iteration of :func:`run_loop`::
 
     batch = source.collect(policy)                                   # [T, N]
-    batch.advantages, batch.returns = compute_gae(...)               # GAE(γ, λ)
+    batch.advantages, batch.returns = advantage_estimator(batch)     # GAE(γ, λ), or a group baseline
     stats = algorithm.update(batch, progress)                        # VPG, TRPO or PPO
     progress.csv += one row;  checkpoint.pt := new state             # written atomically
 """
@@ -35,10 +35,18 @@ from .envs import (
     set_reward_normalization,
     space_signature,
 )
-from .errors import MinippoError, check_range
-from .logger import CSVLogger, keep_progress_rows, load_checkpoint, save_checkpoint, write_json
+from .errors import EnvStepError, MinippoError, check_range
+from .logger import (
+    CSVLogger,
+    keep_progress_rows,
+    load_checkpoint,
+    progress_rows,
+    read_run_config,
+    save_checkpoint,
+    write_json,
+)
 from .policies import MLPActorCritic
-from .rollout import GymRollout, compute_gae
+from .rollout import GAE, GymRollout
 
 # name -> (update class, its config dataclass, its per-env defaults)
 ALGORITHMS: dict[str, tuple[type, type, dict]] = {
@@ -92,10 +100,13 @@ class TrainConfig:
         check_range("total_steps", self.total_steps, 1)
         check_range("num_envs", self.num_envs, 1, 1024)
         check_range("num_steps", self.num_steps, 1)
-        check_range("seed", self.seed, 0)  # numpy and Gymnasium seeds must be non-negative
+        # Non-negative for NumPy and Gymnasium; 32 bits, the range every seeded library accepts (a seed
+        # of 2**64 or more made torch.manual_seed raise OverflowError).
+        check_range("seed", self.seed, 0, 2**32 - 1)
         check_range("gamma", self.gamma, 0, 1)
         check_range("gae_lambda", self.gae_lambda, 0, 1)
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+        if not isinstance(self.device, str) or (self.device not in ("auto", "cpu", "cuda")
+                                                and not self.device.startswith("cuda:")):
             raise MinippoError(f"device={self.device!r} is not one of auto, cpu, cuda.")
 
 
@@ -136,6 +147,11 @@ def make_configs(algo: str = "ppo", env_id: str = "CartPole-v1", **overrides) ->
     if unknown:
         raise MinippoError(f"Unknown hyperparameter(s) {sorted(unknown)} for {algo}. Valid names: "
                            f"{sorted(train_fields | algo_fields)}.")
+    for f in (*dataclasses.fields(TrainConfig), *dataclasses.fields(algo_config_cls)):
+        # A switch must be a bool: --hp normalize_obs=false parses as the string 'false', which is truthy.
+        if f.type == "bool" and f.name in merged and not isinstance(merged[f.name], bool):
+            raise MinippoError(f"{f.name}={merged[f.name]!r} is not True or False: write e.g. --hp "
+                               f"{f.name}=False.")
     try:
         train_config = TrainConfig(env_id=env_id, algo=algo,
                                    **{k: v for k, v in merged.items() if k in train_fields})
@@ -175,7 +191,8 @@ class RunResult:
 
 def run_loop(source, policy: torch.nn.Module, algorithm, *, num_iterations: int, gamma: float,
              gae_lambda: float, run_dir: Path, checkpoint_extra: Callable[[], dict],
-             show_progress: bool = True, desc: str = "", resume_from: dict | None = None) -> RunResult:
+             show_progress: bool = True, desc: str = "", resume_from: dict | None = None,
+             advantage_estimator: Callable | None = None) -> RunResult:
     """The loop every algorithm and task shares: collect → GAE → update → log → checkpoint.
 
     Args:
@@ -188,11 +205,15 @@ def run_loop(source, policy: torch.nn.Module, algorithm, *, num_iterations: int,
         checkpoint_extra: returns what else the checkpoint holds (config, env signature, obs statistics).
         resume_from: a loaded checkpoint to continue from (:func:`restore_loop_state`): the loop starts at
             its iteration + 1 and appends to ``progress.csv``, dropping rows after that iteration.
+        advantage_estimator: ``estimator(batch) -> (advantages, returns)``, both ``[T, N]``. None (the
+            default): GAE(γ, λ), :class:`minippo.rollout.GAE`. RLOO and GRPO pass a group baseline,
+            :class:`minippo.rollout.GroupBaseline` (then ``gamma`` and ``gae_lambda`` are unused).
 
     Ctrl-C stops after saving nothing new: the checkpoint of the last completed iteration stays. A
     non-finite loss raises :class:`minippo.errors.NonFiniteLossError` the same way, after the CSV row of
     every completed iteration is on disk.
     """
+    estimate_advantages = advantage_estimator or GAE(gamma, gae_lambda)
     run_dir.mkdir(parents=True, exist_ok=True)
     first, global_step, all_returns, time_before = 1, 0, [], 0.0
     if resume_from is not None:
@@ -205,9 +226,13 @@ def run_loop(source, policy: torch.nn.Module, algorithm, *, num_iterations: int,
     bar = tqdm(desc=desc, unit="step", unit_scale=True, disable=not show_progress, dynamic_ncols=True)
     try:
         for iteration in range(first, num_iterations + 1):
-            batch = source.collect(policy)
-            batch.advantages, batch.returns = compute_gae(batch.rewards, batch.values, batch.next_values,
-                                                          batch.dones, gamma, gae_lambda)
+            try:
+                batch = source.collect(policy)
+            except EnvStepError as e:  # say when, and that nothing of the completed iterations is lost
+                kept = (f"the checkpoint of iteration {iteration - 1} in {run_dir} is kept" if iteration > 1
+                        else f"no iteration was completed, so {run_dir} holds no checkpoint")
+                raise EnvStepError(f"{e} of iteration {iteration}; {kept}.") from e.__cause__
+            batch.advantages, batch.returns = estimate_advantages(batch)
             stats = algorithm.update(batch, progress=(iteration - 1) / num_iterations)
 
             global_step += batch.num_steps
@@ -332,6 +357,64 @@ def train(env_id: str = "CartPole-v1", algo: str = "ppo", *, total_steps: int | 
     return _run_gym(train_config, algo_config, run_dir, show_progress=show_progress, overwrite=overwrite)
 
 
+def check_resumable(run_dir: str | Path) -> dict:
+    """Check that the run in ``run_dir`` can be resumed, before anything is written, and return its loaded
+    checkpoint. Checked:
+
+    - ``checkpoint.pt`` loads (every record passes its CRC check, :func:`minippo.logger.load_checkpoint`)
+      and holds a Gymnasium run's settings, which this version of minippo accepts, and its iteration;
+    - ``config.json``, if there is one, is this run's (same env, algorithm and seed as the checkpoint). A
+      missing one is fine: the checkpoint holds the settings, and resuming writes config.json again;
+    - ``progress.csv`` has the complete rows of iterations 1..the checkpoint's
+      (:func:`minippo.logger.progress_rows`).
+
+    Raises:
+        MinippoError: the first of these that fails, naming the file and what is wrong. Nothing is
+            written, so the run folder stays as it was.
+    """
+    run_dir = Path(run_dir)
+    checkpoint = run_dir / "checkpoint.pt"
+    state = load_checkpoint(checkpoint)
+    saved = state.get("config")
+    if not (isinstance(saved, dict) and isinstance(saved.get("train"), dict)
+            and isinstance(saved.get("algorithm"), dict)):
+        raise MinippoError(f"{checkpoint} holds no Gymnasium training config; cannot resume it with minippo "
+                           "train (an RLHF run? continue those with minippo rlhf --resume).")
+    train_dict = saved["train"]
+    iteration = state.get("iteration")
+    if not (type(iteration) is int and iteration >= 1 and type(state.get("global_step")) is int
+            and isinstance(state.get("policy"), dict)):
+        raise MinippoError(f"{checkpoint} is not the checkpoint of a training iteration (its iteration, "
+                           "global_step or policy is missing or of the wrong type); cannot resume.")
+    t = dict(train_dict)
+    if not isinstance(t.get("algo"), str) or not isinstance(t.get("env_id"), str):
+        raise MinippoError(f"{checkpoint} names no algorithm or env id; cannot resume.")
+    try:
+        make_configs(t.pop("algo"), t.pop("env_id"), **t, **saved["algorithm"])
+    except (MinippoError, TypeError) as e:  # TypeError: a name in both sections, a key not a string
+        raise MinippoError(f"{checkpoint} holds settings this version of minippo refuses ({e}); cannot "
+                           "resume.") from None
+
+    config_path = run_dir / "config.json"
+    if config_path.exists():
+        try:
+            config = read_run_config(config_path)
+        except MinippoError as e:
+            raise MinippoError(f"{e} Restore it, or delete it to resume: the checkpoint holds the run's "
+                               "settings, and --resume writes config.json again.") from None
+        describe = lambda d: f"{d.get('algo')} on {d.get('env_id')}, seed {d.get('seed')}"  # noqa: E731
+        if describe(config["train"]) != describe(train_dict):
+            raise MinippoError(f"{config_path} is another run's ({describe(config['train'])}) than the "
+                               f"checkpoint's ({describe(train_dict)}). Restore this run's config.json, or "
+                               "delete it to resume: --resume writes it again from the checkpoint.")
+    try:
+        progress_rows(run_dir / "progress.csv", iteration)
+    except MinippoError as e:
+        raise MinippoError(f"{e} Cannot resume: restore the run's progress.csv, or train again with "
+                           "--overwrite.") from None
+    return state
+
+
 def resume(run_dir: str | Path, *, total_steps: int | None = None, device: str | None = None,
            show_progress: bool = True) -> RunResult:
     """Continue the run in ``run_dir`` from its checkpoint until its budget is reached.
@@ -348,14 +431,13 @@ def resume(run_dir: str | Path, *, total_steps: int | None = None, device: str |
         device: where to train (default: the run's setting).
 
     Raises:
-        MinippoError: no readable checkpoint or progress.csv in ``run_dir``, or a bad ``total_steps``.
+        MinippoError: a run folder that cannot be resumed (:func:`check_resumable`: a missing, corrupt or
+            foreign checkpoint.pt, config.json or progress.csv; the message names the file, and nothing
+            is written), or a bad ``total_steps``.
     """
     run_dir = Path(run_dir)
-    state = load_checkpoint(run_dir / "checkpoint.pt")
-    saved = state.get("config", {})
-    if "train" not in saved or "algorithm" not in saved:
-        raise MinippoError(f"{run_dir / 'checkpoint.pt'} holds no Gymnasium training config; cannot resume "
-                           "it with minippo train (an RLHF run? continue those with minippo rlhf --resume).")
+    state = check_resumable(run_dir)
+    saved = state["config"]
     t = dict(saved["train"])
     if total_steps is not None:
         t["total_steps"] = total_steps
@@ -470,28 +552,35 @@ def load_policy(checkpoint: str | Path, env_id: str | None = None, device: str =
     Raises:
         MinippoError: missing/corrupt checkpoint, or one whose spaces do not match ``env_id``.
     """
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():  # a run folder: name its checkpoint.pt in the errors below
+        checkpoint = checkpoint / "checkpoint.pt"
     state = load_checkpoint(checkpoint, map_location=device)
     try:
-        config = state["config"]["train"]
-        saved_env = state["env_id"]
-    except (KeyError, TypeError):
+        config, saved_env, saved_spaces = state["config"]["train"], state["env_id"], state["spaces"]
+        hidden_sizes = tuple(int(h) for h in config["hidden_sizes"])
+        log_std_init = float(config["log_std_init"])
+        if not (isinstance(saved_env, str) and isinstance(config["normalize_obs"], bool)):
+            raise TypeError
+    except (KeyError, TypeError, ValueError):
         raise MinippoError(f"{checkpoint} lacks the config of a Gymnasium run; is it an RLHF checkpoint?"
                            ) from None
     env_id = env_id or saved_env
     envs = make_vec_env(env_id, 1)
     signature = space_signature(envs)
-    if signature != state["spaces"]:
+    if signature != saved_spaces:
         envs.close()
-        raise MinippoError(f"The checkpoint was trained on {saved_env} (spaces {state['spaces']}) and does "
+        raise MinippoError(f"The checkpoint was trained on {saved_env} (spaces {saved_spaces}) and does "
                            f"not match {env_id} (spaces {signature}). Evaluate it on {saved_env}.")
-    policy = MLPActorCritic(envs.single_observation_space.shape[0], envs.single_action_space,
-                            tuple(config["hidden_sizes"]), config["log_std_init"])
-    envs.close()
     try:
+        policy = MLPActorCritic(envs.single_observation_space.shape[0], envs.single_action_space,
+                                hidden_sizes, log_std_init)
         policy.load_state_dict(state["policy"])
-    except (RuntimeError, KeyError) as e:
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise MinippoError(f"The weights in {checkpoint} do not fit the policy network: "
-                           f"{str(e).splitlines()[0]}") from None
+                           f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    finally:
+        envs.close()
     return policy.to(device), config, state.get("obs_normalization")
 
 
@@ -508,7 +597,12 @@ def evaluate(checkpoint: str | Path, episodes: int = 10, deterministic: bool = T
     policy, config, obs_stats = load_policy(checkpoint, env_id)
     env_id = env_id or config["env_id"]
     envs = make_vec_env(env_id, 1, normalize_obs=config["normalize_obs"])
-    set_obs_normalization(envs, obs_stats, freeze=True)
+    try:
+        set_obs_normalization(envs, obs_stats, freeze=True)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        envs.close()
+        raise MinippoError(f"The observation-normalisation statistics in {checkpoint} are not readable; "
+                           "is it a minippo checkpoint?") from None
     returns: list[float] = []
     obs, _ = envs.reset(seed=seed)
     while len(returns) < episodes:

@@ -16,7 +16,7 @@ ever forming the Fisher matrix F (TRPO Appendix C). Per iteration::
                                                        model ½ (ηx)ᵀ(F + νI)(ηx) is KL_max
     line search: θ = θ_old + b^k η x, k = 0, 1, ..     first k with L(θ) > L(θ_old) and KL ≤ KL_max
                                                        (none: keep θ_old)
-    V  ← value_iterations Adam steps on mean((V(s) − R)²)    (shared with VPG)
+    V  ← value_iterations Adam steps on mean((V(s) − R)²)    (minippo.value_function, as VPG)
 
 F v is the Hessian-vector product of the mean KL, by differentiating twice (TRPO Appendix C.1).
 
@@ -37,7 +37,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from .errors import check_finite, check_range
 from .rollout import explained_variance, masked_mean, normalize_advantages
-from .vpg import fit_value_function, split_parameters
+from .value_function import fit_value_function, split_parameters
 
 # Defaults per environment. Keys are fields of TRPOConfig or of minippo.train.TrainConfig; "default" is
 # used for any env not listed. Each tuned entry reached a near-solved return on seed 0 within its
@@ -91,15 +91,15 @@ class TRPOConfig:
     def __post_init__(self):
         check_range("max_kl", self.max_kl, 0, low_inclusive=False)
         check_range("damping", self.damping, 0)
-        check_range("cg_iterations", self.cg_iterations, 1)
+        check_range("cg_iterations", self.cg_iterations, 1, integer=True)
         check_range("cg_residual_tol", self.cg_residual_tol, 0)
         check_range("backtrack_ratio", self.backtrack_ratio, 0, 1, low_inclusive=False,
                     high_inclusive=False)
-        check_range("backtrack_iterations", self.backtrack_iterations, 1)
+        check_range("backtrack_iterations", self.backtrack_iterations, 1, integer=True)
         check_range("value_lr", self.value_lr, 0, 1, low_inclusive=False)
-        check_range("value_iterations", self.value_iterations, 0)
+        check_range("value_iterations", self.value_iterations, 0, integer=True)
         if self.value_minibatch_size is not None:
-            check_range("value_minibatch_size", self.value_minibatch_size, 1)
+            check_range("value_minibatch_size", self.value_minibatch_size, 1, integer=True)
 
 
 def surrogate_objective(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor,
@@ -216,7 +216,7 @@ class TRPO:
 
     Args:
         policy: any policy with ``evaluate(minibatch) -> (dist, values)`` (see ``minippo.policies``);
-            its parameters are split with :func:`minippo.vpg.split_parameters`.
+            its parameters are split with :func:`minippo.value_function.split_parameters`.
         config: :class:`TRPOConfig`.
         seed: seeds the value minibatch shuffling.
     """

@@ -16,14 +16,14 @@ biases g in exchange for a further drop in variance (GAE paper, §3). In a two-s
 critic the expected gradient is +0.2475 (the true one) at λ = 1, +0.2327 at λ = 0.97, 0 at λ = 0.5 and
 −0.2475 at λ = 0 (see ``test_gae_lambda_below_one_biases_the_gradient_when_the_critic_is_wrong`` in
 ``tests/test_vpg.py``). The policy and the value function have separate optimisers (and learning
-rates), because they are fitted to different objectives.
+rates), because they are fitted to different objectives. The value fitting and the parameter split, which
+TRPO shares, live in :mod:`minippo.value_function`.
 
 Symbols: ``B`` is the number of valid transitions in the batch (see :mod:`minippo.rollout`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +32,7 @@ from torch.distributions import kl_divergence
 
 from .errors import check_finite, check_range
 from .rollout import explained_variance, masked_mean, normalize_advantages
+from .value_function import fit_value_function, split_parameters
 
 # Defaults per environment. Keys are fields of VPGConfig or of minippo.train.TrainConfig; "default" is
 # used for any env not listed ("default" is Spinning Up's VPG: 4000 steps per batch, policy lr 3e-4).
@@ -72,27 +73,9 @@ class VPGConfig:
     def __post_init__(self):
         check_range("policy_lr", self.policy_lr, 0, 1, low_inclusive=False)
         check_range("value_lr", self.value_lr, 0, 1, low_inclusive=False)
-        check_range("value_iterations", self.value_iterations, 0)
+        check_range("value_iterations", self.value_iterations, 0, integer=True)
         if self.value_minibatch_size is not None:
-            check_range("value_minibatch_size", self.value_minibatch_size, 1)
-
-
-def split_parameters(policy: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """Split a policy's parameters into ``(policy_params, value_params)`` by name.
-
-    Value parameters are those whose name starts with ``critic`` (the MLP's value network) or
-    ``value_head`` (the value head of a language-model policy); every other parameter belongs to the
-    policy, e.g. ``actor.*`` and ``log_std`` of :class:`minippo.policies.MLPActorCritic`. Parameters
-    with ``requires_grad=False`` are left out of both lists.
-
-    Splitting by name, not by module, keeps VPG and TRPO free of any knowledge of the network.
-    """
-    policy_params, value_params = [], []
-    for name, param in policy.named_parameters():
-        if param.requires_grad:
-            is_value = name.startswith("critic") or name.startswith("value_head")
-            (value_params if is_value else policy_params).append(param)
-    return policy_params, value_params
+            check_range("value_minibatch_size", self.value_minibatch_size, 1, integer=True)
 
 
 def policy_gradient_loss(log_probs: Tensor, advantages: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -106,54 +89,6 @@ def policy_gradient_loss(log_probs: Tensor, advantages: Tensor, mask: Tensor | N
     Returns a scalar. Its value is not an objective worth watching; only its gradient means something.
     """
     return -masked_mean(log_probs * advantages, mask)
-
-
-def _value_minibatches(batch, minibatch_size: int | None, generator: torch.Generator | None
-                       ) -> Iterator:
-    """Endless stream of minibatches for value fitting: the whole batch again and again, or shuffled
-    epochs of ``minibatch_size`` transitions."""
-    while True:
-        if minibatch_size is None:
-            yield batch.all()
-        else:
-            yield from batch.minibatches(minibatch_size, generator)
-
-
-def fit_value_function(policy: nn.Module, optimizer: torch.optim.Optimizer, batch, iterations: int,
-                       minibatch_size: int | None = None, generator: torch.Generator | None = None
-                       ) -> float:
-    """Regress V on the λ-returns: ``iterations`` Adam steps on ``mean((V(s) − R)²)``.
-
-    Used by VPG and TRPO, which (unlike PPO) fit the value function separately from the policy.
-
-    Args:
-        policy: has ``values(minibatch) -> values`` (V(s) with gradient, shaped like the minibatch).
-        optimizer: steps the value parameters only (see :func:`split_parameters`), so the policy
-            is left as it is even where a network shares layers between the two.
-        batch: a :class:`minippo.rollout.Batch` with ``returns`` set (R, in reward units).
-        iterations: number of Adam steps. minibatch_size: transitions per step, or None for the whole
-            batch. generator: seeds the minibatch shuffling.
-
-    Returns the mean squared error averaged over the steps, in squared reward units; NaN for 0 iterations
-    (nothing is fitted).
-
-    Raises:
-        NonFiniteLossError: the value loss is NaN/inf; no step is taken with it.
-    """
-    if iterations == 0:
-        return float("nan")
-    total = 0.0
-    stream = _value_minibatches(batch, minibatch_size, generator)
-    for _ in range(iterations):
-        mb = next(stream)
-        values = policy.values(mb)  # the critic alone: the actor's forward pass is not needed here
-        value_loss = masked_mean((values - mb.returns) ** 2, mb.mask)
-        check_finite(value_loss, "value loss")
-        optimizer.zero_grad(set_to_none=True)
-        value_loss.backward()
-        optimizer.step()
-        total += value_loss.item()
-    return total / iterations
 
 
 class VPG:

@@ -27,7 +27,7 @@ from minippo.trpo import (
     line_search,
     surrogate_objective,
 )
-from minippo.vpg import split_parameters
+from minippo.value_function import split_parameters
 
 torch.set_num_threads(1)
 

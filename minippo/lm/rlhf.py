@@ -35,8 +35,10 @@ from pathlib import Path
 
 import torch
 
+from .. import grpo, rloo
 from ..errors import MinippoError, check_range
 from ..logger import load_checkpoint, save_checkpoint, write_json
+from ..rollout import GroupBaseline
 from ..train import ALGORITHMS, RunResult, make_run_dir, resolve_device, run_loop
 from .corpus import Annotator, CharTokenizer, corpus_hash, document_text, load_corpus, make_prompts
 from .gpt import GPT, GPTConfig, PretrainConfig, pretrain, sample
@@ -56,17 +58,31 @@ DEFAULTS: dict[str, dict] = {
                 value_coef=0.5, entropy_coef=0.0, max_grad_norm=1.0),
     "vpg": dict(policy_lr=3e-4, value_lr=1e-3, value_iterations=10, value_minibatch_size=16 * 48),
     "trpo": dict(max_kl=0.01, damping=0.1, value_lr=1e-3, value_iterations=10, value_minibatch_size=16 * 48),
+    "rloo": dict(learning_rate=3e-4, max_grad_norm=1.0),
+    "grpo": dict(learning_rate=5e-5, num_epochs=2, minibatch_size=16 * 48, clip_range=0.2, max_grad_norm=1.0),
 }
+
+# The update classes RL on text can use: the three of minippo.train.ALGORITHMS, and the two that need
+# no value function because they compare the k completions of one prompt with each other.
+UPDATES: dict[str, tuple[type, type]] = {
+    **{name: (cls, config_cls) for name, (cls, config_cls, _) in ALGORITHMS.items()},
+    "rloo": (rloo.RLOO, rloo.RLOOConfig),
+    "grpo": (grpo.GRPO, grpo.GRPOConfig),
+}
+# Their advantage estimator: a group baseline (minippo.rollout.group_advantages); the others use GAE.
+GROUP_BASELINES: dict[str, str] = {"rloo": "leave_one_out", "grpo": "group_mean_std"}
 
 
 @dataclass
 class RLHFConfig:
     """Every setting of an RLHF run, with typical ranges.
 
-    algo            "vpg", "trpo" or "ppo": the unchanged update classes of ``minippo.train.ALGORITHMS``.
+    algo            "vpg", "trpo" or "ppo" (the unchanged update classes of ``minippo.train.ALGORITHMS``,
+                    with GAE), or "rloo" or "grpo" (group baselines, no value function): :data:`UPDATES`.
     iterations      collect/update iterations of RL (20 – 300).
     beta            β, the KL coefficient of the per-token penalty (0.01 – 0.5; reward-model scores are
-                    normalised to std 1, KL is in nats).
+                    normalised to std 1, KL is in nats). GRPO puts the KL in its loss instead, with this
+                    β as its ``kl_coef`` (unless ``kl_in_reward``).
     kl_target       None for a fixed β, or the KL(π‖π_ref) in nats per sequence that the adaptive
                     controller of Ziegler et al. 2019 steers β towards (2 – 20).
     seed            seeds pretraining, preference data, the policy's sampling and the update.
@@ -76,6 +92,8 @@ class RLHFConfig:
     prompt_chars    characters of a document that form a prompt (after an end-of-text token).
     completion_len  T, tokens generated per prompt; prompt + completion must fit ``model.block_size``.
     num_sequences   N, sequences per batch (32 – 256); a batch has T·N tokens.
+    group_size      k, completions per prompt for RLOO and GRPO (2 – 16; must divide N): a batch holds
+                    N / k prompts. The GAE algorithms (vpg, trpo, ppo) draw N prompts and ignore it.
     gamma, gae_lambda  GAE(γ, λ) over the tokens of a response; γ = 1: the score is not discounted.
     no_eos_score    None: a response with no end-of-text token within T tokens is scored by the reward
                     model as it is; a number (e.g. −1): it gets this score instead (the "EOS trick" of
@@ -97,6 +115,7 @@ class RLHFConfig:
     prompt_chars: int = 8
     completion_len: int = 48
     num_sequences: int = 64
+    group_size: int = 4
     gamma: float = 1.0
     gae_lambda: float = 0.95
     no_eos_score: float | None = None
@@ -115,6 +134,16 @@ class RLHFConfig:
         check_range("prompt_chars", self.prompt_chars, 1)
         check_range("completion_len", self.completion_len, 1)
         check_range("num_sequences", self.num_sequences, 1)
+        if self.algo in GROUP_BASELINES:
+            check_range("group_size", self.group_size, 2, self.num_sequences)
+            if self.num_sequences % self.group_size:
+                raise MinippoError(f"group_size={self.group_size} does not divide num_sequences="
+                                   f"{self.num_sequences}; each batch holds num_sequences / group_size "
+                                   "prompts. Choose a divisor.")
+        kl_in_loss = self.algo == "grpo" and not self.hyperparameters.get("kl_in_reward")
+        if kl_in_loss and self.kl_target is not None:
+            raise MinippoError("kl_target adapts the β of the KL penalty in the reward; GRPO puts the KL in "
+                               "its loss. Drop --kl-target, or pass --hp kl_in_reward=True.")
         check_range("gamma", self.gamma, 0, 1)
         check_range("gae_lambda", self.gae_lambda, 0, 1)
         unknown = set(self.model) - ({f.name for f in dataclasses.fields(GPTConfig)} - {"vocab_size"})
@@ -127,17 +156,22 @@ class RLHFConfig:
                                f"{self.model.get('block_size', 64)}; shorten them or enlarge the model.")
 
     def algorithm_config(self):
-        """The algorithm's config dataclass: :data:`DEFAULTS` with ``hyperparameters`` on top.
+        """The algorithm's config dataclass: :data:`DEFAULTS` with ``hyperparameters`` on top (for GRPO,
+        ``kl_coef`` = β, or 0 with ``kl_in_reward``).
 
         Raises:
-            MinippoError: the algorithm is not registered in ``minippo.train.ALGORITHMS``, a name is
-                not a field of its config, or a value is out of range.
+            MinippoError: the algorithm is not in :data:`UPDATES`, a name is not a field of its config,
+                or a value is out of range.
         """
-        if self.algo not in ALGORITHMS:
-            raise MinippoError(f"The {self.algo} update is not available in minippo.train.ALGORITHMS "
-                               f"(registered: {sorted(ALGORITHMS)}).")
-        config_cls = ALGORITHMS[self.algo][1]
+        if self.algo not in UPDATES:
+            raise MinippoError(f"The {self.algo} update is not one RL on text can use ({sorted(UPDATES)}).")
+        config_cls = UPDATES[self.algo][1]
         merged = {**DEFAULTS[self.algo], **self.hyperparameters}
+        if self.algo == "grpo":
+            if "kl_coef" in self.hyperparameters:
+                raise MinippoError("GRPO's kl_coef is β: set it with --beta (or --hp beta=...), not --hp "
+                                   "kl_coef.")
+            merged["kl_coef"] = 0.0 if merged.get("kl_in_reward") else self.beta
         fields = {f.name for f in dataclasses.fields(config_cls)}
         if set(merged) - fields:
             raise MinippoError(f"Unknown hyperparameter(s) {sorted(set(merged) - fields)} for {self.algo}; "
@@ -146,6 +180,13 @@ class RLHFConfig:
             return config_cls(**merged)
         except TypeError as e:
             raise MinippoError(f"Bad hyperparameter value: {e}") from None
+
+    def reward_beta(self) -> float:
+        """β of the KL penalty in the per-token rewards: ``beta``, except for GRPO with its KL in the loss
+        (then 0: the rewards hold the reward-model score alone)."""
+        if self.algo == "grpo" and not self.hyperparameters.get("kl_in_reward"):
+            return 0.0
+        return self.beta
 
 
 def _key(*parts) -> str:
@@ -421,11 +462,14 @@ def _run_text(config: RLHFConfig, run_dir: Path, cache_dir: Path, show_progress:
 
     torch.manual_seed(config.seed)
     policy = GPTActorCritic(reference)
-    algorithm = ALGORITHMS[config.algo][0](policy, algorithm_config, seed=config.seed)
-    kl = AdaptiveKLController(config.beta, config.kl_target)
+    algorithm = UPDATES[config.algo][0](policy, algorithm_config, seed=config.seed)
+    kl = AdaptiveKLController(config.reward_beta(), config.kl_target)
+    # RLOO and GRPO: k completions per prompt and a group baseline; the others: GAE (the loop's default).
+    grouped = config.algo in GROUP_BASELINES
     source = TextRollout(stages.prompts, reference, stages.reward_model, stages.tokenizer, stages.annotator,
                          config.num_sequences, config.completion_len, kl, seed=config.seed,
-                         no_eos_score=config.no_eos_score)
+                         no_eos_score=config.no_eos_score, group_size=config.group_size if grouped else 1)
+    estimator = GroupBaseline(config.group_size, GROUP_BASELINES[config.algo]) if grouped else None
     if resume_from is not None:
         kl.beta = float(resume_from["beta"])
         source.generator.set_state(resume_from["source_rng"])
@@ -442,7 +486,8 @@ def _run_text(config: RLHFConfig, run_dir: Path, cache_dir: Path, show_progress:
 
     run = run_loop(source, policy, algorithm, num_iterations=config.iterations, gamma=config.gamma,
                    gae_lambda=config.gae_lambda, run_dir=run_dir, checkpoint_extra=checkpoint_extra,
-                   show_progress=show_progress, desc=f"rlhf {config.algo}", resume_from=resume_from)
+                   show_progress=show_progress, desc=f"rlhf {config.algo}", resume_from=resume_from,
+                   advantage_estimator=estimator)
     policy.eval()
     after, after_samples = stages.evaluate(policy.gpt), stages.show(policy.gpt)
 

@@ -112,7 +112,7 @@ class TextBatch(Batch):
         if self.advantages is None or self.returns is None:
             raise RuntimeError("Batch.advantages/returns are not set: call compute_gae first.")
         return Minibatch(self.obs, self.actions, self.log_probs, self.values, self.advantages, self.returns,
-                         self.valid)
+                         self.valid, self.ref_log_probs)
 
     def minibatches(self, minibatch_size: int, generator: torch.Generator | None = None
                     ) -> Iterator[Minibatch]:
@@ -127,9 +127,9 @@ class TextBatch(Batch):
             yield data
             return
         for idx in shuffled_chunks(N, per_minibatch, generator, self.actions.device):
-            yield Minibatch(data.obs[idx], data.actions[:, idx], data.log_probs[:, idx],
-                            data.values[:, idx], data.advantages[:, idx], data.returns[:, idx],
-                            data.mask[:, idx])
+            yield Minibatch(data.obs[idx], *(x[:, idx] for x in (
+                data.actions, data.log_probs, data.values, data.advantages, data.returns, data.mask,
+                data.ref_log_probs)))
 
 
 def response_mask(ends: Tensor, num_steps: int) -> Tensor:
@@ -214,23 +214,31 @@ class TextRollout:
         seed: seeds prompt choice and sampling.
         no_eos_score: None, or the score (reward-model units) given to responses without an end-of-text
             token.
+        group_size: k, completions sampled per prompt: the batch holds N / k prompts, each repeated in
+            k consecutive columns, as the group baselines of RLOO and GRPO need
+            (:class:`minippo.rollout.GroupBaseline`). 1 (the default): N prompts drawn independently.
 
     Raises:
-        MinippoError: prompts plus completions do not fit the model's context, or N or T < 1.
+        MinippoError: prompts plus completions do not fit the model's context, N or T < 1, or k does
+            not divide N.
     """
 
     def __init__(self, prompts: Tensor, reference: GPT, reward_model: RewardModel, tokenizer: CharTokenizer,
                  annotator: Annotator, num_sequences: int, completion_len: int, kl: AdaptiveKLController,
-                 seed: int = 0, no_eos_score: float | None = None):
+                 seed: int = 0, no_eos_score: float | None = None, group_size: int = 1):
         check_range("num_sequences", num_sequences, 1)
         check_range("completion_len", completion_len, 1)
+        check_range("group_size", group_size, 1, num_sequences)
+        if num_sequences % group_size:
+            raise MinippoError(f"group_size={group_size} does not divide num_sequences={num_sequences}: each "
+                               "batch holds num_sequences / group_size prompts. Choose a divisor.")
         if prompts.shape[1] + completion_len > reference.config.block_size:
             raise MinippoError(f"Prompts of {prompts.shape[1]} tokens plus completions of {completion_len} "
                                f"do not fit the model's context of {reference.config.block_size} tokens.")
         self.prompts, self.reference, self.reward_model = prompts, reference, reward_model
         self.tokenizer, self.annotator, self.kl = tokenizer, annotator, kl
         self.num_sequences, self.completion_len = num_sequences, completion_len
-        self.no_eos_score = no_eos_score
+        self.no_eos_score, self.group_size = no_eos_score, group_size
         self.generator = torch.Generator(device=prompts.device).manual_seed(seed)
 
     @torch.no_grad()
@@ -248,10 +256,12 @@ class TextRollout:
 
     @torch.no_grad()
     def collect(self, policy: GPTActorCritic) -> TextBatch:
-        """One batch of ``N`` sequences of ``T`` generated tokens (see the class docstring); then the
+        """One batch of ``N`` sequences of ``T`` generated tokens, ``N / k`` prompts each sampled ``k``
+        times (see the class docstring); then the
         adaptive β, if any, is updated with this batch's KL."""
-        which = torch.randint(len(self.prompts), (self.num_sequences,), generator=self.generator,
-                              device=self.prompts.device)
+        k = self.group_size  # N / k prompts, each in k consecutive columns
+        which = torch.randint(len(self.prompts), (self.num_sequences // k,), generator=self.generator,
+                              device=self.prompts.device).repeat_interleave(k)
         tokens, _ = self.generate(policy, self.prompts[which])
         batch = self.batch_from_tokens(policy, tokens)
         self.kl.update(batch.info["kl_ref"])
@@ -307,6 +317,6 @@ class TextRollout:
                 "response_length": float(lengths.float().mean()),
                 "eos_fraction": float(has_eos.float().mean())}
         return TextBatch(obs=tokens, actions=actions, log_probs=log_probs, values=values, rewards=rewards,
-                         dones=dones, next_values=next_values, valid=valid,
+                         dones=dones, next_values=next_values, valid=valid, ref_log_probs=ref_log_probs,
                          episode_returns=rewards.sum(0).tolist(), episode_lengths=lengths.tolist(),
                          info=info)
