@@ -127,7 +127,7 @@ class TextBatch(Batch):
             yield data
             return
         for idx in shuffled_chunks(N, per_minibatch, generator, self.actions.device):
-            yield Minibatch(data.obs[idx], *(x[:, idx] for x in (
+            yield Minibatch(data.obs[idx], *(None if x is None else x[:, idx] for x in (
                 data.actions, data.log_probs, data.values, data.advantages, data.returns, data.mask,
                 data.ref_log_probs)))
 
