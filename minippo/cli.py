@@ -119,12 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multiply every font size, e.g. 1.6 for slides (default: 1)")
 
     r = sub.add_parser("rlhf", help="RLHF in miniature: pretrain a tiny GPT, learn a reward model, fine-tune "
-                       "it with VPG, TRPO or PPO",
+                       "it with VPG, TRPO, PPO, RLOO, GRPO, best-of-n or DPO",
                        description="Corpus → pretrained character GPT → reward model from noisy preference "
-                       "pairs → RL with the same VPG/TRPO/PPO code as `train`. Pretraining and the reward "
-                       "model are cached (see --cache-dir), so a second run starts at RL. Defaults: the "
-                       "RLHFConfig and DEFAULTS table in minippo/lm/rlhf.py.")
-    r.add_argument("--algo", choices=["ppo", "trpo", "vpg", "rloo", "grpo"], help="(default: ppo)")
+                       "pairs → RL with the same VPG/TRPO/PPO code as `train` (or RLOO, GRPO, best-of-n, "
+                       "DPO). Pretraining and the reward model are cached (see --cache-dir), so a second run "
+                       "starts at RL. Defaults: the RLHFConfig and DEFAULTS table in minippo/lm/rlhf.py.")
+    r.add_argument("--algo", choices=["ppo", "trpo", "vpg", "rloo", "grpo", "best-of-n", "dpo"],
+                   help="RL on the shared loop (ppo, trpo, vpg; rloo and grpo with k completions per "
+                   "prompt), or best-of-n (--hp n=16) and dpo (offline, on the reward model's preference "
+                   "pairs) (default: ppo)")
     r.add_argument("--beta", type=float, help="KL coefficient β (default: 0.1)")
     r.add_argument("--kl-target", type=float, help="adapt β towards this KL(π‖π_ref), nats per sequence "
                    "(Ziegler et al. 2019; default: fixed β)")

@@ -324,3 +324,20 @@ def test_rlhf_out_on_an_existing_run_is_refused_and_resume_refuses_new_settings(
     assert main(["train", "--resume", str(out), "--no-progress"]) == 2
     assert "minippo rlhf --resume" in one_error_line(capsys)
     assert main(args + ["--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("algo, extra", [("best-of-n", ["--hp", "n=4"]), ("dpo", ["--hp", "epochs=1"])])
+def test_cli_runs_best_of_n_and_dpo_on_the_cached_stages(algo, extra, pipeline, cache_dir, tmp_path, capsys):
+    out = tmp_path / algo
+    args = ["rlhf", "--algo", algo, "--device", "cpu", "--out", str(out), "--cache-dir", str(cache_dir),
+            "--no-progress", *extra] + [a for hp in CLI_HP for a in ("--hp", hp)]
+    assert main(args) == 0
+    assert "reward model loaded" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["algo"] == algo and summary["status"] == "finished"
+    assert summary["after"]["rm_score"] > summary["before"]["rm_score"] + 0.2, summary["after"]
+    if algo == "best-of-n":  # its KL is the analytic log n − (n − 1)/n
+        assert summary["after"]["kl_ref"] == pytest.approx(math.log(4) - 3 / 4)
+    else:
+        assert main(["rlhf", "--resume", str(out), "--no-progress"]) == 2
+        assert "only the RL methods can be resumed" in one_error_line(capsys)

@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 from ..errors import MinippoError  # noqa: E402
 from ..plot import algorithm_color  # noqa: E402
-from .rlhf import RLHFConfig, resume_rlhf, run_rlhf  # noqa: E402
+from .rlhf import OFFLINE, RLHFConfig, resume_rlhf, run_rlhf  # noqa: E402
 
 
 def run_folder(runs_dir: Path, config: RLHFConfig) -> Path:
@@ -70,15 +70,18 @@ def ensure_run(runs_dir: Path, config: RLHFConfig, cache_dir: Path) -> tuple[lis
     finished = summary_path.exists() and json.loads(summary_path.read_text())["status"] == "finished"
     if saved != wanted or not finished:
         print(f"--- {run_dir.name}")
-        if saved == wanted and (run_dir / "checkpoint.pt").is_file():  # stopped part way: go on from there
+        resumable = config.algo not in OFFLINE and (run_dir / "checkpoint.pt").is_file()
+        if saved == wanted and resumable:  # an RL run stopped part way: go on from there
             result = resume_rlhf(run_dir, cache_dir=cache_dir, show_progress=False)
         else:
             result = run_rlhf(config, out=run_dir, cache_dir=cache_dir, show_progress=False, overwrite=True)
         if result.run.status != "finished":
             raise MinippoError(f"the run in {run_dir} stopped early ({result.run.status}); run the command "
                                "again to go on from its checkpoint.")
-    with open(run_dir / "progress.csv") as f:
-        rows = [{k: float(v) if v else float("nan") for k, v in row.items()} for row in csv.DictReader(f)]
+    rows = []
+    if (run_dir / "progress.csv").is_file():  # best-of-n trains nothing and writes none
+        with open(run_dir / "progress.csv") as f:
+            rows = [{k: float(v) if v else float("nan") for k, v in row.items()} for row in csv.DictReader(f)]
     return rows, json.loads((run_dir / "summary.json").read_text())
 
 

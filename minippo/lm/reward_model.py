@@ -201,10 +201,32 @@ class RewardModelConfig:
         check_range("learning_rate", self.learning_rate, 0, 1, low_inclusive=False)
 
 
+def preference_data(gpt: GPT, prompts: Tensor, tokenizer: CharTokenizer, annotator: Annotator,
+                    completion_len: int, config: RewardModelConfig, seed: int = 0
+                    ) -> tuple[PreferencePairs, PreferencePairs]:
+    """The labelled comparisons of one RLHF setting, split into training and held-out pairs: the very
+    data :func:`train_reward_model` learns from, and DPO too (:mod:`minippo.lm.dpo`).
+
+    ``config.num_pairs * 5 // 4`` pairs are drawn by :func:`make_preference_pairs` from ``gpt`` at the
+    annotator's ``config.temperature``, with a generator on ``prompts``' device seeded with ``seed``
+    (torch's global RNG is not used: the same seed gives the same pairs whatever ran before). The first
+    ``config.num_pairs`` train, the remaining quarter of that is held out.
+
+    Returns:
+        ``(train, val)``: :class:`PreferencePairs` of ``num_pairs`` and ``num_pairs // 4`` pairs,
+        each ``[n, P + completion_len]`` tokens, on ``prompts``' device.
+    """
+    generator = torch.Generator(device=prompts.device).manual_seed(seed)
+    pairs = make_preference_pairs(gpt, prompts, tokenizer, annotator, config.num_pairs * 5 // 4,
+                                  completion_len, config.temperature, generator)
+    return pairs[:config.num_pairs], pairs[config.num_pairs:]
+
+
 def train_reward_model(gpt: GPT, prompts: Tensor, tokenizer: CharTokenizer, annotator: Annotator,
                        completion_len: int, config: RewardModelConfig, seed: int = 0,
                        log=print) -> tuple[RewardModel, dict[str, float]]:
-    """Label fresh comparisons, train a :class:`RewardModel` on them, and measure it.
+    """Label fresh comparisons (:func:`preference_data`), train a :class:`RewardModel` on them, and
+    measure it.
 
     ``config.num_pairs`` pairs train it and another 25 % of that are held out. ``seed`` seeds the pairs
     (a generator on ``prompts``' device), the minibatch order, and torch's global RNG
@@ -230,10 +252,7 @@ def train_reward_model(gpt: GPT, prompts: Tensor, tokenizer: CharTokenizer, anno
     start = time.perf_counter()
     device = prompts.device
     torch.manual_seed(seed)  # dropout masks: the same model whatever consumed the global RNG before
-    generator = torch.Generator(device=device).manual_seed(seed)
-    pairs = make_preference_pairs(gpt, prompts, tokenizer, annotator, config.num_pairs * 5 // 4,
-                                  completion_len, config.temperature, generator)
-    train, val = pairs[:config.num_pairs], pairs[config.num_pairs:]
+    train, val = preference_data(gpt, prompts, tokenizer, annotator, completion_len, config, seed)
     model = RewardModel(gpt)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     cpu_generator = torch.Generator().manual_seed(seed)

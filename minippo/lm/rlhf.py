@@ -60,6 +60,10 @@ DEFAULTS: dict[str, dict] = {
     "trpo": dict(max_kl=0.01, damping=0.1, value_lr=1e-3, value_iterations=10, value_minibatch_size=16 * 48),
     "rloo": dict(learning_rate=3e-4, max_grad_norm=1.0),
     "grpo": dict(learning_rate=5e-5, num_epochs=2, minibatch_size=16 * 48, clip_range=0.2, max_grad_norm=1.0),
+    # No RL: best-of-n samples n completions from π_ref and keeps the reward model's favourite;
+    # DPO fits the preference pairs directly (see the docstring of DPOConfig for how these were chosen).
+    "best-of-n": dict(n=16),
+    "dpo": dict(learning_rate=1e-5, epochs=2, batch_size=64, max_grad_norm=1.0),
 }
 
 # The update classes RL on text can use: the three of minippo.train.ALGORITHMS, and the two that need
@@ -71,6 +75,18 @@ UPDATES: dict[str, tuple[type, type]] = {
 }
 # Their advantage estimator: a group baseline (minippo.rollout.group_advantages); the others use GAE.
 GROUP_BASELINES: dict[str, str] = {"rloo": "leave_one_out", "grpo": "group_mean_std"}
+# The methods that are not RL on the shared loop: minippo/lm/best_of_n.py and minippo/lm/dpo.py.
+OFFLINE = ("best-of-n", "dpo")
+
+
+def _offline_method(algo: str) -> tuple[type, Callable]:
+    """(config class, run function) of best-of-n or DPO. Imported here, not at the top: those modules
+    use this one's :class:`Stages`."""
+    if algo == "best-of-n":
+        from .best_of_n import BestOfNConfig, run_best_of_n
+        return BestOfNConfig, run_best_of_n
+    from .dpo import DPOConfig, run_dpo
+    return DPOConfig, run_dpo
 
 
 @dataclass
@@ -78,7 +94,8 @@ class RLHFConfig:
     """Every setting of an RLHF run, with typical ranges.
 
     algo            "vpg", "trpo" or "ppo" (the unchanged update classes of ``minippo.train.ALGORITHMS``,
-                    with GAE), or "rloo" or "grpo" (group baselines, no value function): :data:`UPDATES`.
+                    with GAE), "rloo" or "grpo" (group baselines, no value function): :data:`UPDATES`;
+                    or, without RL, "best-of-n" (n from ``hyperparameters``) and "dpo" (β = ``beta``).
     iterations      collect/update iterations of RL (20 – 300).
     beta            β, the KL coefficient of the per-token penalty (0.01 – 0.5; reward-model scores are
                     normalised to std 1, KL is in nats). GRPO puts the KL in its loss instead, with this
@@ -163,9 +180,9 @@ class RLHFConfig:
             MinippoError: the algorithm is not in :data:`UPDATES`, a name is not a field of its config,
                 or a value is out of range.
         """
-        if self.algo not in UPDATES:
+        if self.algo not in UPDATES and self.algo not in OFFLINE:
             raise MinippoError(f"The {self.algo} update is not one RL on text can use ({sorted(UPDATES)}).")
-        config_cls = UPDATES[self.algo][1]
+        config_cls = UPDATES[self.algo][1] if self.algo in UPDATES else _offline_method(self.algo)[0]
         merged = {**DEFAULTS[self.algo], **self.hyperparameters}
         if self.algo == "grpo":
             if "kl_coef" in self.hyperparameters:
@@ -404,7 +421,27 @@ def run_rlhf(config: RLHFConfig, out: str | Path | None = None, cache_dir: str |
     run_dir = Path(out) if out is not None else Path("runs") / f"rlhf-{config.algo}-s{config.seed}-{stamp}"
     cache_dir = Path(cache_dir) if cache_dir is not None else run_dir.parent / "cache"
     make_run_dir(run_dir, overwrite)
+    if config.algo in OFFLINE:
+        return _run_offline(config, run_dir, cache_dir, show_progress, log)
     return _run_text(config, run_dir, cache_dir, show_progress, log)
+
+
+def _run_offline(config: RLHFConfig, run_dir: Path, cache_dir: Path, show_progress: bool,
+                 log: Callable | None) -> RLHFResult:
+    """Best-of-n or DPO on the cached stages (:func:`minippo.lm.best_of_n.run_best_of_n`,
+    :func:`minippo.lm.dpo.run_dpo`); their summary.json has the shape of an RL run's."""
+    method_config = config.algorithm_config()
+    stages = prepare_stages(config, cache_dir, log)
+    run = _offline_method(config.algo)[1]
+    if config.algo == "dpo":
+        summary = run(stages, method_config, config.beta, run_dir, seed=config.seed,
+                      show_progress=show_progress, log=log)
+    else:
+        summary = run(stages, method_config, run_dir, log=log)
+    steps = summary.get("steps", 0)
+    result = RunResult(run_dir, steps, steps, summary.get("train_time_s", summary["total_time_s"]),
+                       status=summary["status"])
+    return RLHFResult(run_dir, result, summary)
 
 
 def resume_rlhf(run_dir: str | Path, *, iterations: int | None = None, cache_dir: str | Path | None = None,
@@ -431,6 +468,9 @@ def resume_rlhf(run_dir: str | Path, *, iterations: int | None = None, cache_dir
         raise MinippoError(f"{run_dir / 'checkpoint.pt'} is not an RLHF run's checkpoint (a Gymnasium run? "
                            "continue those with minippo train --resume).")
     config = config_from_dict(saved["rlhf"])
+    if config.algo in OFFLINE:
+        raise MinippoError(f"{run_dir} is a {config.algo} run; only the RL methods can be resumed. Run it "
+                           "again with --overwrite (DPO takes a minute or two).")
     if iterations is not None:
         config = dataclasses.replace(config, iterations=iterations)
     if cache_dir is None:
