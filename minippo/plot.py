@@ -68,7 +68,8 @@ BANDS = {"auto": "min–max range for ≤ 4 seeds, 95% t-interval of the mean fo
          "std": "± 1 sample std over the seeds"}
 # One fixed colour per algorithm in every figure of the project (plots, the RLHF figures, the
 # tutorials), so that a reader who has learnt "PPO is green" never has to read a legend twice.
-ALGORITHM_COLORS = {"vpg": "#1f77b4", "trpo": "#ff7f0e", "ppo": "#2ca02c"}
+ALGORITHM_COLORS = {"vpg": "#1f77b4", "trpo": "#ff7f0e", "ppo": "#2ca02c", "rloo": "#d62728",
+                    "grpo": "#9467bd", "dpo": "#8c564b", "best-of-n": "#17becf"}
 
 
 def algorithm_color(algo: str) -> str:
