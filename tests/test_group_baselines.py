@@ -61,13 +61,18 @@ def test_group_size_must_be_at_least_two_and_divide_the_batch(k, N):
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.floats(-10, 10), min_size=6, max_size=6), st.sampled_from([2, 3, 6]))
-def test_group_advantages_sum_to_zero_in_each_group(values, k):
+@given(st.lists(st.integers(-10, 10), min_size=6, max_size=6), st.sampled_from([2, 3, 6]),
+       st.lists(st.integers(-100, 100), min_size=6, max_size=6))  # integers: sums are exact in float64
+def test_group_advantages_have_zero_mean_per_group_and_ignore_a_shift_of_the_group(values, k, shifts):
     rewards = torch.tensor([values], dtype=torch.float64)
     valid = torch.ones_like(rewards, dtype=torch.bool)
+    # The same constant added to every reward of a group (a different one per group).
+    shift = torch.tensor(shifts[:rewards.shape[1] // k], dtype=torch.float64).repeat_interleave(k)
     for baseline in ("leave_one_out", "group_mean_std"):
         adv, _ = group_advantages(rewards, valid, k, baseline)
         assert adv.view(-1, k).sum(1).abs().max() < 1e-6
+        shifted, _ = group_advantages(rewards + shift, valid, k, baseline)
+        torch.testing.assert_close(shifted, adv, atol=1e-6, rtol=1e-6)
 
 
 def test_leave_one_out_policy_gradient_is_unbiased_by_enumeration():
