@@ -180,6 +180,8 @@ def frontier_table(points: list[dict], methods: list[str], seeds: list[int], com
                          f"{best['gold']:+.2f} ± {best['gold_std']:.2f} ({knob} = {best['value']:g}, "
                          f"KL {best['kl']:.1f})")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "## What it shows", ""] + findings(points, methods) + ["", "## Where this toy differs from "
+              "Gao et al. 2022", "", *CAVEATS]
     lines += ["", "## Every knob value (means over seeds)", "",
               "| method | knob | KL (nats) | gold gain | RM-score gain | fitted gold α, β |",
               "|---|---|---|---|---|---|"]
@@ -190,6 +192,46 @@ def frontier_table(points: list[dict], methods: list[str], seeds: list[int], com
             lines.append(f"| {method} | {KNOBS[method][0]} = {r['value']:g} | {r['kl']:.2f} | "
                          f"{r['gold']:+.3f} ± {r['gold_std']:.3f} | {r['rm']:+.3f} | {fitted} |")
     return "\n".join(lines) + "\n"
+
+
+CAVEATS = [
+    "- One small proxy reward model (the GPT's body with a scalar head, 4000 noisy pairs) instead of a "
+    "family of reward models of growing size; the gold reward is a rule-based annotator, not a larger "
+    "\"gold\" reward model.",
+    "- Every RL run has the same budget (60 iterations) and its KL is set by β; Gao et al. follow one "
+    "run's KL as it trains. DPO's KL is that of its samples after training, measured like the RL "
+    "methods'.",
+    "- Best-of-n's KL is the analytic log n − (n − 1)/n, an upper bound on the true KL (Beirami et al. "
+    "2024): its points may lie further left than drawn, which only strengthens its lead.",
+    "- GRPO's β weighs a per-token k3 estimate in the loss, the others' β the per-response KL in the "
+    "reward: equal β values are not equal constraints, so compare methods by their KL, not their β.",
+    "- Three seeds: the ± columns are sample standard deviations over seeds; differences of less than "
+    "about two of them are not established.",
+]
+
+
+def findings(points: list[dict], methods: list[str]) -> list[str]:
+    """Plain sentences computed from the points: the ranking within each KL budget, and each method whose
+    gold gain falls past its best knob value, with what its reward-model gain does meanwhile (still
+    rising: over-optimisation of the proxy)."""
+    out = []
+    for budget in BUDGETS:
+        ranked = sorted(((best_within(m, points, budget), m) for m in methods
+                         if best_within(m, points, budget) is not None), key=lambda t: -t[0]["gold"])
+        out.append(f"- Within {budget:g} nats, the highest gold gains: " + ", ".join(
+            f"{m} {r['gold']:+.2f}" for r, m in ranked) + ".")
+    for method in methods:
+        rows = sorted(knob_means(method, points), key=lambda r: r["kl"])
+        best = max(rows, key=lambda r: r["gold"])
+        last = rows[-1]
+        if last is not best and last["gold"] < best["gold"] - 0.1:
+            verdict = ("over-optimisation of the proxy" if last["rm"] >= best["rm"] else
+                       "it falls too, so this is drift away from what either reward likes rather than "
+                       "over-optimisation of the proxy")
+            out.append(f"- {method}: past its best gold gain ({best['gold']:+.2f} at KL {best['kl']:.1f}), "
+                       f"more KL lowers it to {last['gold']:+.2f} at KL {last['kl']:.1f}, while the reward-"
+                       f"model gain goes from {best['rm']:+.2f} to {last['rm']:+.2f}: {verdict}.")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
