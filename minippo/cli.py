@@ -35,7 +35,8 @@ def _parse_hp(items: list[str]) -> dict:
 # Settings the commands take as options of their own: `--hp seed=3` would give them twice.
 TRAIN_OPTIONS = {"env_id": "--env", "algo": "--algo", "seed": "--seed", "total_steps": "--total-steps",
                  "num_envs": "--num-envs", "device": "--device", "out": "--out", "overwrite": "--overwrite",
-                 "show_progress": "--no-progress"}
+                 "show_progress": "--no-progress", "tensorboard": "--tensorboard",
+                 "video_every": "--video-every"}
 RLHF_OPTIONS = {"algo": "--algo", "beta": "--beta", "kl_target": "--kl-target", "iterations": "--iterations",
                 "seed": "--seed", "device": "--device", "corpus": "--corpus"}
 
@@ -83,13 +84,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hyperparameter, e.g. --hp learning_rate=1e-3 (repeatable)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--video-every", type=int, metavar="N", help="every N iterations, and after the last, "
+                   "record one deterministic episode of the checkpoint just written to "
+                   "RUN_DIR/videos/iter-XXXXX.gif (needs pip install \"minippo[video]\" for classic control)")
+    t.add_argument("--tensorboard", action="store_true", help="also write the progress.csv columns to "
+                   "RUN_DIR/tb as TensorBoard scalars (off unless asked: it needs the tensorboard extra, pip "
+                   "install \"minippo[tensorboard]\"); a resumed run goes on writing them if it did")
 
     e = sub.add_parser("eval", help="evaluate a saved policy")
     e.add_argument("checkpoint", help="checkpoint.pt, or the run folder holding it")
-    e.add_argument("--episodes", type=int, default=10)
+    e.add_argument("--episodes", type=int, help="(default: 10; 1 with --video)")
     e.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     e.add_argument("--env", help="evaluate on this env id instead of the one trained on")
     e.add_argument("--seed", type=int, default=12345)
+    e.add_argument("--video", metavar="FILE.gif|FILE.mp4", help="evaluate by recording the episodes in one "
+                   "rendering env and write them to FILE (.gif with Pillow; .mp4 needs pip install "
+                   "imageio-ffmpeg; rendering classic control needs pip install \"minippo[video]\")")
 
     c = sub.add_parser("compare", help="train algorithms × seeds in parallel, then plot and tabulate",
                        description="Train every (algorithm, seed) pair on one env, one process per run, then "
@@ -139,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue the RL stage of the run in RUN_DIR from its "
                    "checkpoint with its own settings; the cached pretrained and reward models are reused "
-                   "(only --iterations, --cache-dir and --no-progress may be given)")
+                   "(only --iterations, --cache-dir, --tensorboard and --no-progress may be given)")
     r.add_argument("--corpus", help="UTF-8 text file, one document per line (default: generated reviews)")
     r.add_argument("--cache-dir", help="where the pretrained and reward models are kept (default: "
                    "<out>/../cache)")
@@ -147,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override an RLHFConfig field or an algorithm hyperparameter, e.g. --hp "
                    "num_sequences=128 --hp learning_rate=3e-4 (repeatable)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--tensorboard", action="store_true", help="also write the progress.csv columns to "
+                   "RUN_DIR/tb as TensorBoard scalars, and the completions before and after RL as text (RL "
+                   "methods only; off unless asked: it needs pip install \"minippo[tensorboard]\")")
 
     from .check import DEFAULT_TIMEOUT, EXERCISES  # noqa: PLC0415
 
@@ -172,13 +185,15 @@ def cmd_train(args) -> int:
     if args.resume:
         given = [flag for flag, value in (("--algo", args.algo), ("--env", args.env), ("--seed", args.seed),
                                           ("--num-envs", args.num_envs), ("--out", args.out),
-                                          ("--overwrite", args.overwrite), ("--hp", args.hp)) if value]
+                                          ("--overwrite", args.overwrite), ("--hp", args.hp),
+                                          ("--video-every", args.video_every)) if value]
         if given:
             raise MinippoError(f"--resume continues the run with its own settings; drop {', '.join(given)} "
-                               "(only --total-steps, --device and --no-progress may be given).")
+                               "(only --total-steps, --device, --tensorboard and --no-progress may be "
+                               "given).")
         result = resume(args.resume, total_steps=args.total_steps,
                         device=None if args.device == "auto" else args.device,
-                        show_progress=not args.no_progress)
+                        show_progress=not args.no_progress, tensorboard=args.tensorboard or None)
         saved = json.loads((result.run_dir / "config.json").read_text())["train"]
         args.algo, args.env = saved["algo"], saved["env_id"]
     else:
@@ -188,7 +203,8 @@ def cmd_train(args) -> int:
         result = train(args.env, args.algo, total_steps=args.total_steps,
                        seed=args.seed if args.seed is not None else 0, num_envs=args.num_envs,
                        device=args.device, out=args.out, overwrite=args.overwrite,
-                       show_progress=not args.no_progress, **hp)
+                       show_progress=not args.no_progress, tensorboard=args.tensorboard,
+                       video_every=args.video_every, **hp)
     returns = result.episode_returns
     print(f"\n{args.algo} on {args.env}: {result.status} after {result.iterations} iterations, "
           f"{result.global_step} env steps in {result.time_s:.1f} s "
@@ -196,7 +212,9 @@ def cmd_train(args) -> int:
     if returns:
         print(f"episodes: {len(returns)}; mean return of the last 10: {result.final_return:.1f} "
               f"(best single episode {max(returns):.1f})")
-    print(f"run folder: {result.run_dir} (config.json, progress.csv, checkpoint.pt)")
+    print(f"run folder: {result.run_dir} (config.json, progress.csv, checkpoint.pt"
+          + (", tb/: tensorboard --logdir " + str(result.run_dir) if (result.run_dir / "tb").is_dir() else "")
+          + ")")
     print(f"evaluate with: minippo eval {result.run_dir / 'checkpoint.pt'}")
     return 130 if result.status == "interrupted" else 0
 
@@ -204,8 +222,16 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from .train import evaluate
 
-    returns = evaluate(args.checkpoint, args.episodes, deterministic=not args.stochastic, seed=args.seed,
-                       env_id=args.env)
+    episodes = args.episodes if args.episodes is not None else (1 if args.video else 10)
+    if args.video:
+        from .video import record_video
+
+        path, returns, frames = record_video(args.checkpoint, args.video, episodes, seed=args.seed,
+                                             deterministic=not args.stochastic, env_id=args.env)
+        print(f"wrote {path}: {len(returns)} episodes, {frames} frames")
+    else:
+        returns = evaluate(args.checkpoint, episodes, deterministic=not args.stochastic, seed=args.seed,
+                           env_id=args.env)
     mode = "stochastic" if args.stochastic else "deterministic"
     print(f"return over {len(returns)} episodes ({mode} actions): "
           f"{np.mean(returns):.1f} ± {np.std(returns):.1f}  (min {np.min(returns):.1f}, "

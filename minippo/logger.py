@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import numbers
 import os
 import zipfile
 from pathlib import Path
@@ -71,6 +72,44 @@ class CSVLogger:
 
     def close(self) -> None:
         self.file.close()
+
+
+TENSORBOARD_FIX = 'pip install "minippo[tensorboard]"'
+
+
+def tensorboard_writer(log_dir: str | Path, purge_step: int | None = None):
+    """A ``torch.utils.tensorboard.SummaryWriter`` writing event files to ``log_dir`` (view them with
+    ``tensorboard --logdir RUN_DIR``).
+
+    ``purge_step``: for a resumed run, the first global step it will log. TensorBoard then drops the
+    events at or after it that an earlier process wrote past its last checkpoint, so no step appears twice.
+
+    Raises:
+        MinippoError: the ``tensorboard`` package is not installed (the message gives the pip command).
+    """
+    return require_tensorboard()(str(log_dir), purge_step=purge_step)
+
+
+def require_tensorboard() -> type:
+    """``torch.utils.tensorboard.SummaryWriter``, or :class:`MinippoError` with the fix if the
+    ``tensorboard`` package is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # torch raises ImportError when the tensorboard package is missing or too old
+        raise MinippoError(f"--tensorboard needs the tensorboard package, which is not installed: "
+                           f"{TENSORBOARD_FIX}.") from None
+    return SummaryWriter
+
+
+def log_scalars(writer, row: dict) -> None:
+    """Write the numbers of one ``progress.csv`` row to ``writer`` as scalars at ``row["global_step"]``,
+    each tagged with its column's name, and flush them to disk (as the CSV row is). NaN, an empty cell
+    in the CSV, is left out; so are values that are not numbers."""
+    step = int(row["global_step"])
+    for key, value in row.items():
+        if isinstance(value, numbers.Real) and not math.isnan(value):
+            writer.add_scalar(key, float(value), step)
+    writer.flush()
 
 
 def progress_rows(path: str | Path, last_iteration: int) -> list[str]:

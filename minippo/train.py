@@ -40,13 +40,17 @@ from .logger import (
     CSVLogger,
     keep_progress_rows,
     load_checkpoint,
+    log_scalars,
     progress_rows,
     read_run_config,
+    require_tensorboard,
     save_checkpoint,
+    tensorboard_writer,
     write_json,
 )
 from .policies import MLPActorCritic
 from .rollout import GAE, GymRollout
+from .video import make_render_env, record_training_video
 
 # name -> (update class, its config dataclass, its per-env defaults)
 ALGORITHMS: dict[str, tuple[type, type, dict]] = {
@@ -192,7 +196,8 @@ class RunResult:
 def run_loop(source, policy: torch.nn.Module, algorithm, *, num_iterations: int, gamma: float,
              gae_lambda: float, run_dir: Path, checkpoint_extra: Callable[[], dict],
              show_progress: bool = True, desc: str = "", resume_from: dict | None = None,
-             advantage_estimator: Callable | None = None) -> RunResult:
+             advantage_estimator: Callable | None = None, tensorboard=None,
+             video_every: int | None = None) -> RunResult:
     """The loop every algorithm and task shares: collect → GAE → update → log → checkpoint.
 
     Args:
@@ -208,6 +213,11 @@ def run_loop(source, policy: torch.nn.Module, algorithm, *, num_iterations: int,
         advantage_estimator: ``estimator(batch) -> (advantages, returns)``, both ``[T, N]``. None (the
             default): GAE(γ, λ), :class:`minippo.rollout.GAE`. RLOO and GRPO pass a group baseline,
             :class:`minippo.rollout.GroupBaseline` (then ``gamma`` and ``gae_lambda`` are unused).
+        tensorboard: None, or a ``SummaryWriter`` (:func:`minippo.logger.tensorboard_writer`) that gets
+            every progress.csv row as scalars too (:func:`minippo.logger.log_scalars`); the caller closes it.
+        video_every: every that many iterations, and after the last, record one episode of the checkpoint
+            just written to ``run_dir/videos/iter-XXXXX.gif`` (:func:`minippo.video.record_training_video`;
+            Gymnasium runs only).
 
     Ctrl-C stops after saving nothing new: the checkpoint of the last completed iteration stays. A
     non-finite loss raises :class:`minippo.errors.NonFiniteLossError` the same way, after the CSV row of
@@ -244,10 +254,14 @@ def run_loop(source, policy: torch.nn.Module, algorithm, *, num_iterations: int,
                    "episodes": len(batch.episode_returns),
                    "rolling_return_mean": _mean(all_returns[-10:]),
                    "steps_per_s": round(global_step / elapsed, 1), **batch.info, **stats}
+            if tensorboard is not None:  # first: a point past the checkpoint is purged when the run resumes
+                log_scalars(tensorboard, row)
             save_iteration(logger, run_dir / "checkpoint.pt", row, {
                 "iteration": iteration, "global_step": global_step, "time_s": elapsed,
                 "recent_returns": all_returns[-10:], "rng": get_rng_states(algorithm),
                 "policy": policy.state_dict(), "algorithm": algorithm.state_dict(), **checkpoint_extra()})
+            if video_every and (iteration % video_every == 0 or iteration == num_iterations):
+                record_training_video(run_dir, iteration)
             result.iterations, result.global_step, result.time_s = iteration, global_step, elapsed
             if bar.total is None:
                 bar.total = num_iterations * batch.num_steps
@@ -327,7 +341,8 @@ RUN_FILES = ("config.json", "progress.csv", "checkpoint.pt")  # what makes a fol
 
 def train(env_id: str = "CartPole-v1", algo: str = "ppo", *, total_steps: int | None = None,
           seed: int = 0, num_envs: int | None = None, device: str = "auto", out: str | Path | None = None,
-          overwrite: bool = False, show_progress: bool = True, **hyperparameters) -> RunResult:
+          overwrite: bool = False, show_progress: bool = True, tensorboard: bool = False,
+          video_every: int | None = None, **hyperparameters) -> RunResult:
     """Train ``algo`` on the Gymnasium task ``env_id`` and write a run folder.
 
     Any field of :class:`TrainConfig` or of the algorithm's config (e.g. ``ppo.PPOConfig``) can be passed
@@ -339,12 +354,17 @@ def train(env_id: str = "CartPole-v1", algo: str = "ppo", *, total_steps: int | 
     The run folder ``out`` (default ``runs/<env>-<algo>-s<seed>-<time>``) receives ``config.json``,
     ``progress.csv`` and ``checkpoint.pt``. An ``out`` that already holds a run is refused unless
     ``overwrite=True`` (its run files are then replaced); continue a run with :func:`resume` instead.
+    ``tensorboard=True`` also writes every progress.csv row to ``out/tb/`` as TensorBoard scalars (tag = the
+    column name, step = ``global_step``); it needs the ``tensorboard`` extra. ``video_every=N`` saves a GIF
+    of one deterministic episode every N iterations and after the last, in ``out/videos/iter-XXXXX.gif``
+    (:mod:`minippo.video`; classic control needs the ``video`` extra).
     On the CPU, PyTorch is set to one intra-op thread (``torch.set_num_threads(1)``), so that runs side by
     side (``minippo compare``) do not compete.
 
     Raises:
         MinippoError: unknown env id or algorithm, unsupported spaces, out-of-range hyperparameters,
-            CUDA asked for without a GPU, an existing run in ``out``, or
+            CUDA asked for without a GPU, an existing run in ``out``, ``tensorboard`` without the
+            tensorboard package, ``video_every`` with an env that cannot render, or
             (:class:`minippo.errors.NonFiniteLossError`) a NaN loss.
     """
     check_env_id(env_id)
@@ -354,7 +374,8 @@ def train(env_id: str = "CartPole-v1", algo: str = "ppo", *, total_steps: int | 
     # A "module:EnvId" id gets no ":" in the default folder name (it is not allowed on Windows).
     run_dir = (Path(out) if out is not None
                else Path("runs") / f"{env_id.replace(':', '.')}-{algo}-s{train_config.seed}-{stamp}")
-    return _run_gym(train_config, algo_config, run_dir, show_progress=show_progress, overwrite=overwrite)
+    return _run_gym(train_config, algo_config, run_dir, show_progress=show_progress, overwrite=overwrite,
+                    tensorboard=tensorboard, video_every=video_every)
 
 
 def check_resumable(run_dir: str | Path) -> dict:
@@ -416,7 +437,7 @@ def check_resumable(run_dir: str | Path) -> dict:
 
 
 def resume(run_dir: str | Path, *, total_steps: int | None = None, device: str | None = None,
-           show_progress: bool = True) -> RunResult:
+           show_progress: bool = True, tensorboard: bool | None = None) -> RunResult:
     """Continue the run in ``run_dir`` from its checkpoint until its budget is reached.
 
     Restored: the policy, the optimiser state(s) (and PPO's β), the observation- and reward-normalisation
@@ -429,6 +450,8 @@ def resume(run_dir: str | Path, *, total_steps: int | None = None, device: str |
     Args:
         total_steps: a new env-step budget, e.g. larger to train longer (default: the run's own).
         device: where to train (default: the run's setting).
+        tensorboard: go on writing TensorBoard scalars to ``run_dir/tb`` (default: if the run did, i.e. if
+            that folder exists). Steps after the checkpoint's, logged before a kill, are purged.
 
     Raises:
         MinippoError: a run folder that cannot be resumed (:func:`check_resumable`: a missing, corrupt or
@@ -444,13 +467,18 @@ def resume(run_dir: str | Path, *, total_steps: int | None = None, device: str |
     if device is not None:
         t["device"] = device
     train_config, algo_config = make_configs(t.pop("algo"), t.pop("env_id"), **t, **saved["algorithm"])
-    return _run_gym(train_config, algo_config, run_dir, show_progress=show_progress, resume_from=state)
+    if tensorboard is None:
+        tensorboard = (run_dir / "tb").is_dir()
+    return _run_gym(train_config, algo_config, run_dir, show_progress=show_progress, resume_from=state,
+                    tensorboard=tensorboard)
 
 
 def _run_gym(c: TrainConfig, algo_config, run_dir: Path, *, show_progress: bool, overwrite: bool = False,
-             resume_from: dict | None = None) -> RunResult:
+             resume_from: dict | None = None, tensorboard: bool = False, video_every: int | None = None
+             ) -> RunResult:
     """Build the envs, policy and algorithm for ``c`` and run :func:`run_loop`: a new run, or (with
-    ``resume_from``, a loaded checkpoint) the continuation of one."""
+    ``resume_from``, a loaded checkpoint) the continuation of one. ``tensorboard``: also write the
+    progress rows to ``run_dir/tb`` (:func:`open_tensorboard`); ``video_every``: see :func:`run_loop`."""
     dev = resolve_device(c.device)
     if dev.type == "cpu":
         # For these small networks a second thread gains little (~7% for CartPole PPO on an idle
@@ -462,6 +490,11 @@ def _run_gym(c: TrainConfig, algo_config, run_dir: Path, *, show_progress: bool,
                         normalize_reward=c.normalize_reward, gamma=c.gamma)
     try:  # checked after the env, so that an unsupported env is reported first
         _check_budget(c)
+        if tensorboard:  # a missing package is reported before anything is written
+            require_tensorboard()
+        if video_every is not None:  # so is an env that cannot render
+            check_range("video_every", video_every, 1)
+            make_render_env(c.env_id).close()
         if resume_from is None:
             make_run_dir(run_dir, overwrite)
     except MinippoError:
@@ -488,13 +521,34 @@ def _run_gym(c: TrainConfig, algo_config, run_dir: Path, *, show_progress: bool,
                 "reward_normalization": get_reward_normalization(envs),
                 "action_space_rng": json.dumps(envs.action_space.np_random.bit_generator.state)}
 
+    writer = open_tensorboard(run_dir, resume_from) if tensorboard else None
     try:
         result = run_loop(source, policy, algorithm, num_iterations=num_iterations, gamma=c.gamma,
                           gae_lambda=c.gae_lambda, run_dir=run_dir, checkpoint_extra=checkpoint_extra,
-                          show_progress=show_progress, desc=f"{c.algo} {c.env_id}", resume_from=resume_from)
+                          show_progress=show_progress, desc=f"{c.algo} {c.env_id}", resume_from=resume_from,
+                          tensorboard=writer, video_every=video_every)
     finally:
         envs.close()
+        if writer is not None:
+            writer.close()
     return result
+
+
+def open_tensorboard(run_dir: Path, resume_from: dict | None = None):
+    """The ``SummaryWriter`` of ``run_dir/tb``. A new run first deletes the event files an earlier run
+    left there (after ``--overwrite``); a resumed one appends, purging the steps after its checkpoint's
+    ``global_step`` (logged just before a kill), so that no step appears twice.
+
+    Raises:
+        MinippoError: the tensorboard package is not installed.
+    """
+    require_tensorboard()
+    tb_dir = run_dir / "tb"
+    if resume_from is None:
+        for old in tb_dir.glob("events.out.tfevents.*"):
+            old.unlink()
+        return tensorboard_writer(tb_dir)
+    return tensorboard_writer(tb_dir, purge_step=int(resume_from["global_step"]) + 1)
 
 
 def resume_seed(seed: int, iteration: int) -> int:

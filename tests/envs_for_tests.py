@@ -66,3 +66,17 @@ for _name, _cls in (("FailingStep-v0", FailingStep), ("NaNObservation-v0", NaNOb
                     ("NaNReward-v0", NaNReward)):
     if _name not in gym.registry:
         gym.register(_name, entry_point=_cls, max_episode_steps=20)
+
+
+class NoRender(EndlessConstant):
+    """EndlessConstant that takes a ``render_mode`` but renders nothing (no ``rgb_array``): for
+    test_video.py's check that recording it is refused in one line."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+
+if "NoRender-v0" not in gym.registry:
+    gym.register("NoRender-v0", entry_point=NoRender, max_episode_steps=20)

@@ -37,9 +37,9 @@ import torch
 
 from .. import grpo, rloo
 from ..errors import MinippoError, check_range
-from ..logger import load_checkpoint, save_checkpoint, write_json
+from ..logger import load_checkpoint, require_tensorboard, save_checkpoint, write_json
 from ..rollout import GroupBaseline
-from ..train import ALGORITHMS, RunResult, make_run_dir, resolve_device, run_loop
+from ..train import ALGORITHMS, RunResult, make_run_dir, open_tensorboard, resolve_device, run_loop
 from .corpus import Annotator, CharTokenizer, corpus_hash, document_text, load_corpus, make_prompts
 from .gpt import GPT, GPTConfig, PretrainConfig, pretrain, sample
 from .reward_model import RewardModel, RewardModelConfig, response_ends, train_reward_model
@@ -399,8 +399,8 @@ def prepare_stages(config: RLHFConfig, cache_dir: str | Path, log: Callable | No
 
 
 def run_rlhf(config: RLHFConfig, out: str | Path | None = None, cache_dir: str | Path | None = None,
-             show_progress: bool = True, log: Callable | None = print, overwrite: bool = False
-             ) -> RLHFResult:
+             show_progress: bool = True, log: Callable | None = print, overwrite: bool = False,
+             tensorboard: bool = False) -> RLHFResult:
     """Run corpus → pretraining → reward model → RL and write a run folder.
 
     ``out`` (default ``runs/rlhf-<algo>-s<seed>-<time>``) receives ``config.json``, ``progress.csv``
@@ -409,7 +409,9 @@ def run_rlhf(config: RLHFConfig, out: str | Path | None = None, cache_dir: str |
     iteration) and ``summary.json`` (pretraining losses, reward-model accuracy, and score / gold / KL of
     512 samples before and after RL). ``cache_dir`` (default ``<out>/../cache``) keeps the pretrained
     model and the reward model between runs. An ``out`` that already holds a run is refused unless
-    ``overwrite``; continue one with :func:`resume_rlhf`.
+    ``overwrite``; continue one with :func:`resume_rlhf`. ``tensorboard=True`` (RL methods only) also
+    writes the progress.csv rows to ``out/tb/`` as scalars, and the completions before and after RL as
+    text (tags ``samples/before``, ``samples/after``).
 
     Raises:
         MinippoError: bad settings or corpus, an algorithm not registered, CUDA asked for without a GPU,
@@ -423,7 +425,7 @@ def run_rlhf(config: RLHFConfig, out: str | Path | None = None, cache_dir: str |
     make_run_dir(run_dir, overwrite)
     if config.algo in OFFLINE:
         return _run_offline(config, run_dir, cache_dir, show_progress, log)
-    return _run_text(config, run_dir, cache_dir, show_progress, log)
+    return _run_text(config, run_dir, cache_dir, show_progress, log, tensorboard=tensorboard)
 
 
 def _run_offline(config: RLHFConfig, run_dir: Path, cache_dir: Path, show_progress: bool,
@@ -445,7 +447,8 @@ def _run_offline(config: RLHFConfig, run_dir: Path, cache_dir: Path, show_progre
 
 
 def resume_rlhf(run_dir: str | Path, *, iterations: int | None = None, cache_dir: str | Path | None = None,
-                show_progress: bool = True, log: Callable | None = print) -> RLHFResult:
+                show_progress: bool = True, log: Callable | None = print, tensorboard: bool | None = None
+                ) -> RLHFResult:
     """Continue the RLHF run in ``run_dir`` from its checkpoint until its ``iterations`` are done.
 
     The pretrained model and the reward model come from the cache the run used (``cache_dir`` in its
@@ -457,6 +460,7 @@ def resume_rlhf(run_dir: str | Path, *, iterations: int | None = None, cache_dir
 
     Args:
         iterations: a new total number of RL iterations, e.g. more to train longer (default: the run's).
+        tensorboard: go on writing to ``run_dir/tb`` (default: if the run did, i.e. if that folder exists).
 
     Raises:
         MinippoError: no readable checkpoint, a checkpoint that is not an RLHF run's, or a bad value.
@@ -478,7 +482,10 @@ def resume_rlhf(run_dir: str | Path, *, iterations: int | None = None, cache_dir
             cache_dir = json.loads((run_dir / "config.json").read_text())["cache_dir"]
         except (OSError, ValueError, KeyError, TypeError):
             cache_dir = run_dir.parent / "cache"
-    return _run_text(config, run_dir, Path(cache_dir), show_progress, log, resume_from=state)
+    if tensorboard is None:
+        tensorboard = (run_dir / "tb").is_dir()
+    return _run_text(config, run_dir, Path(cache_dir), show_progress, log, resume_from=state,
+                     tensorboard=tensorboard)
 
 
 def config_from_dict(saved: dict) -> RLHFConfig:
@@ -492,9 +499,11 @@ def config_from_dict(saved: dict) -> RLHFConfig:
 
 
 def _run_text(config: RLHFConfig, run_dir: Path, cache_dir: Path, show_progress: bool,
-              log: Callable | None, resume_from: dict | None = None) -> RLHFResult:
+              log: Callable | None, resume_from: dict | None = None, tensorboard: bool = False
+              ) -> RLHFResult:
     """Prepare the stages, then run RL with :func:`minippo.train.run_loop` (from the start, or from the
-    checkpoint ``resume_from``) and write ``summary.json``."""
+    checkpoint ``resume_from``) and write ``summary.json``; with ``tensorboard``, mirror progress.csv and
+    the completions before and after RL into ``run_dir/tb`` (:func:`minippo.train.open_tensorboard`)."""
     start = time.perf_counter()
     algorithm_config = config.algorithm_config()
     stages = prepare_stages(config, cache_dir, log)
@@ -524,12 +533,21 @@ def _run_text(config: RLHFConfig, run_dir: Path, cache_dir: Path, show_progress:
                 "source_rng": source.generator.get_state(),
                 "gpt_config": dataclasses.asdict(reference.config)}
 
-    run = run_loop(source, policy, algorithm, num_iterations=config.iterations, gamma=config.gamma,
-                   gae_lambda=config.gae_lambda, run_dir=run_dir, checkpoint_extra=checkpoint_extra,
-                   show_progress=show_progress, desc=f"rlhf {config.algo}", resume_from=resume_from,
-                   advantage_estimator=estimator)
-    policy.eval()
-    after, after_samples = stages.evaluate(policy.gpt), stages.show(policy.gpt)
+    writer = open_tensorboard(run_dir, resume_from) if tensorboard else None
+    try:
+        if writer is not None and resume_from is None:  # a resumed run logged them already, at step 0
+            writer.add_text("samples/before", samples_markdown(before_samples), 0)
+        run = run_loop(source, policy, algorithm, num_iterations=config.iterations, gamma=config.gamma,
+                       gae_lambda=config.gae_lambda, run_dir=run_dir, checkpoint_extra=checkpoint_extra,
+                       show_progress=show_progress, desc=f"rlhf {config.algo}", resume_from=resume_from,
+                       advantage_estimator=estimator, tensorboard=writer)
+        policy.eval()
+        after, after_samples = stages.evaluate(policy.gpt), stages.show(policy.gpt)
+        if writer is not None:
+            writer.add_text("samples/after", samples_markdown(after_samples), run.global_step)
+    finally:
+        if writer is not None:
+            writer.close()
 
     summary = {"algo": config.algo, "beta_initial": config.beta, "beta_final": kl.beta,
                "iterations": run.iterations, "status": run.status, "pretrain": stages.pretrain_stats,
@@ -546,6 +564,12 @@ def _run_text(config: RLHFConfig, run_dir: Path, cache_dir: Path, show_progress:
             log(f"{name:12s}{s['rm_score']:10.3f}{s['gold_reward']:8.3f}{s['kl_ref']:14.2f}")
         log(f"total time {summary['total_time_s']:.0f} s (RL {run.time_s:.0f} s); run folder: {run_dir}")
     return RLHFResult(run_dir, run, summary)
+
+
+def samples_markdown(samples: list[tuple[str, float]]) -> str:
+    """``[(document, gold), ...]`` (:meth:`Stages.show`) as the Markdown that TensorBoard's text tab shows:
+    one line per completion, its gold reward first, the text verbatim in a code span."""
+    return "\n\n".join(f"[{gold:+.0f}] `{doc.replace('`', chr(39))}`" for doc, gold in samples)
 
 
 def config_from_overrides(algo: str = "ppo", **overrides) -> RLHFConfig:
@@ -602,14 +626,22 @@ def cmd_rlhf(args, hp: dict) -> int:
                                           ("--hp", hp)) if value not in (None, False, {})]
         if given:
             raise MinippoError(f"--resume continues the run with its own settings; drop {', '.join(given)} "
-                               "(only --iterations, --cache-dir and --no-progress may be given).")
+                               "(only --iterations, --cache-dir, --tensorboard and --no-progress may be "
+                               "given).")
+        if args.tensorboard:
+            require_tensorboard()
         result = resume_rlhf(args.resume, iterations=args.iterations, cache_dir=args.cache_dir,
-                             show_progress=not args.no_progress)
+                             show_progress=not args.no_progress, tensorboard=args.tensorboard or None)
     else:
         config = config_from_overrides(args.algo or "ppo", beta=args.beta, kl_target=args.kl_target,
                                        iterations=args.iterations,
                                        seed=args.seed if args.seed is not None else 0,
                                        device=args.device or "auto", corpus=args.corpus, **hp)
+        if args.tensorboard and config.algo in OFFLINE:
+            raise MinippoError(f"--tensorboard logs the iterations of RL (ppo, trpo, vpg, rloo, grpo); "
+                               f"{config.algo} has none. Drop --tensorboard.")
+        if args.tensorboard:  # before anything is trained or written
+            require_tensorboard()
         result = run_rlhf(config, out=args.out, cache_dir=args.cache_dir, show_progress=not args.no_progress,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite, tensorboard=args.tensorboard)
     return 130 if result.run.status == "interrupted" else 0

@@ -1,0 +1,82 @@
+"""``minippo eval --video`` and ``train --video-every``: GIFs of the saved policy, read back with Pillow;
+an env that cannot render and an MP4 without an encoder are one error line each."""
+
+import sys
+
+import pytest
+from cli_errors import one_error_line
+from PIL import Image, ImageSequence
+
+from minippo.cli import main
+from minippo.train import evaluate
+from minippo.video import frame_duration_ms
+
+pytest.importorskip("pygame")  # the video extra (gymnasium[classic-control]) brings it; dev includes it
+
+TINY = ["--hp", "num_steps=16", "--num-envs", "1", "--no-progress"]  # 16 env steps per iteration
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("video") / "run"
+    assert main(["train", "--total-steps", "64", *TINY, "--out", str(out), "--video-every", "3"]) == 0
+    return out
+
+
+def gif_frames(path):
+    with Image.open(path) as gif:
+        return [(frame.convert("RGB").copy(), frame.info["duration"])
+                for frame in ImageSequence.Iterator(gif)]
+
+
+def test_eval_video_writes_every_step_of_the_episodes(run, tmp_path, capsys):
+    returns = evaluate(run / "checkpoint.pt", 2)  # CartPole pays 1 per step: the returns are the lengths
+    out = tmp_path / "out.gif"
+    assert main(["eval", str(run), "--video", str(out), "--episodes", "2"]) == 0
+    recorded = int(sum(returns)) + 2  # an episode of L steps is L + 1 frames
+    assert f"2 episodes, {recorded} frames" in capsys.readouterr().out
+    frames = gif_frames(out)
+    # Pillow merges a frame identical to the one before into a longer one, so count the durations.
+    assert sum(d for _, d in frames) == recorded * frame_duration_ms(50)
+    assert {f.size for f, _ in frames} == {(600, 400)}
+    assert len({f.tobytes() for f, _ in frames}) > 1  # the cart moves
+
+
+def test_eval_video_returns_are_evaluate_returns(run, tmp_path, capsys):
+    assert main(["eval", str(run), "--episodes", "3"]) == 0
+    plain = capsys.readouterr().out.strip()
+    assert main(["eval", str(run), "--episodes", "3", "--video", str(tmp_path / "v.gif")]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == plain
+
+
+def test_video_every_writes_a_gif_every_n_iterations_and_at_the_end(run):
+    assert sorted(p.name for p in (run / "videos").iterdir()) == ["iter-00003.gif", "iter-00004.gif"]
+    assert all(len(gif_frames(p)) >= 2 for p in (run / "videos").iterdir())
+
+
+def test_env_that_cannot_render_is_one_line(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["train", "--env", "envs_for_tests:NoRender-v0", "--total-steps", "32", *TINY, "--out",
+                 str(out), "--video-every", "1"]) == 2
+    assert "cannot render rgb_array frames" in one_error_line(capsys)
+    assert not out.exists()
+    assert main(["train", "--env", "envs_for_tests:NoRender-v0", "--total-steps", "32", *TINY, "--out",
+                 str(out)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), "--video", str(tmp_path / "v.gif")]) == 2
+    assert "cannot render rgb_array frames" in one_error_line(capsys)
+
+
+def test_mp4_without_an_encoder_and_a_bad_suffix_are_one_line(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # makes the import raise ImportError
+    assert main(["eval", str(run), "--video", str(tmp_path / "v.mp4")]) == 2
+    assert "pip install imageio-ffmpeg (or write a .gif)" in one_error_line(capsys)
+    assert main(["eval", str(run), "--video", str(tmp_path / "v.avi")]) == 2
+    assert "must end in .gif or .mp4" in one_error_line(capsys)
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_renderer_is_one_line_with_the_fix(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pygame", None)
+    assert main(["eval", str(run), "--video", str(tmp_path / "v.gif")]) == 2
+    assert 'pip install "minippo[video]"' in one_error_line(capsys)
