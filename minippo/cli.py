@@ -103,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="train algorithms × seeds in parallel, then plot and tabulate",
                        description="Train every (algorithm, seed) pair on one env, one process per run, then "
-                       "write returns.png/.svg and summary.csv/.md to --out. Finished runs are kept: run the "
+                       "write returns.png/.svg, summary.csv/.md and, with the stats extra, the statistics of "
+                       "Agarwal et al. 2021 (stats.csv, performance_profile.png: IQM, probability of "
+                       "improvement) to --out. Finished runs are kept: run the "
                        "same command again to resume (unfinished runs go on from their checkpoints). "
                        "Exit status 1 if any run failed.")
     c.add_argument("--env", default="CartPole-v1", help="Gymnasium env id (default: CartPole-v1)")
@@ -114,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--jobs", type=int, help="runs at a time (default: number of CPUs)")
     c.add_argument("--out", help="comparison folder (default: runs/compare-<env>)")
     c.add_argument("--redo", action="store_true", help="train finished runs again")
+    c.add_argument("--tensorboard", action="store_true", help="each run also writes its progress.csv "
+                   "columns to RUN_DIR/tb (tensorboard --logdir OUT shows them all; needs pip install "
+                   "\"minippo[tensorboard]\")")
 
     p = sub.add_parser("plot", help="plot learning curves of run folders",
                        description="Episodic return vs env steps, mean over seeds with a shaded band, one "

@@ -11,6 +11,14 @@ What lands in ``out`` (default ``runs/compare-<env>``)::
                          default the min–max range over ≤ 4 seeds, a 95% t-interval of the mean from 5
     summary.csv, .md     per algorithm: final return (mean, sample std), env steps to the reward threshold,
                          wall time, steps/s; summary.md ends with notes on what its ± and the band are
+    stats.csv            Agarwal et al. (2021)'s statistics (minippo.stats, needs the ``stats`` extra): the
+                         IQM of the final return and of the AUC with 95% stratified-bootstrap intervals, and
+                         the probability of improvement of each algorithm over each other; summary.md gets
+                         them as a section, with how to read them
+    performance_profile.png  fraction of runs whose final return is above τ, against τ, with 95% bands
+
+Without rliable (``pip install "minippo[stats]"``) the comparison writes everything else, and summary.md
+says in one line how to get the statistics.
 
 *Finished* means the run folder holds ``done.json``, written by the worker once :func:`minippo.train`
 returns normally; it names the env, algorithm, seed and budget. Running the same comparison again
@@ -43,8 +51,17 @@ from tqdm import tqdm
 
 from .envs import check_env_id
 from .errors import MinippoError, check_range
-from .logger import load_checkpoint, progress_rows, read_run_config, write_json
+from .logger import load_checkpoint, progress_rows, read_run_config, require_tensorboard, write_json
 from .plot import Run, band_label, load_run, plot_runs, reward_threshold
+from .stats import (
+    INSTALL_HINT,
+    compute_stats,
+    format_stats,
+    plot_performance_profile,
+    rliable_available,
+    stats_notes,
+    write_stats_csv,
+)
 from .train import ALGORITHMS, RUN_FILES, make_configs, resume, train
 
 DONE_FILE = "done.json"
@@ -149,13 +166,14 @@ def run_folder_state(spec: RunSpec) -> str:
                            "again from scratch (replacing its files), or move the folder away.") from None
 
 
-def train_one(spec: RunSpec, redo: bool = False) -> dict:
+def train_one(spec: RunSpec, redo: bool = False, tensorboard: bool = False) -> dict:
     """Train one run in this (worker) process and mark it finished with ``done.json``; return what
     done.json holds: the run's identity, ``global_step``, ``time_s`` and ``final_return``.
 
     Without ``redo``, the folder is what :func:`run_folder_state` says: an unfinished run of this spec is
     resumed from its checkpoint, a folder with nothing to lose is trained from scratch, and one that is
-    unreadable raises. With ``redo``, whatever is there is replaced.
+    unreadable raises. With ``redo``, whatever is there is replaced. ``tensorboard``: also write the
+    run's scalars to ``<run_dir>/tb`` (a resumed run with a ``tb`` folder writes there anyway).
 
     Uses one torch thread and the CPU: K small-MLP runs side by side on K cores beat sharing one GPU.
     If training raises, the traceback is saved to ``<run_dir>/error.txt`` before the exception goes on.
@@ -171,7 +189,8 @@ def train_one(spec: RunSpec, redo: bool = False) -> dict:
             result = resume(spec.run_dir, total_steps=spec.total_steps, device="cpu", show_progress=False)
         else:
             result = train(spec.env_id, spec.algo, total_steps=spec.total_steps, seed=spec.seed,
-                           device="cpu", out=spec.run_dir, overwrite=True, show_progress=False)
+                           device="cpu", out=spec.run_dir, overwrite=True, show_progress=False,
+                           tensorboard=tensorboard)
     except Exception:
         # The parent process only sees the exception's message; keep the whole traceback for debugging.
         if spec.run_dir.is_dir():
@@ -302,7 +321,8 @@ def write_summary_csv(rows: list[dict], path: Path) -> None:
 @dataclass
 class CompareResult:
     """What :func:`compare` did. ``failed`` maps a run's name (``<algo>-s<seed>``) to its error;
-    ``runs`` are the finished runs, read back; ``files`` the figure and tables written."""
+    ``runs`` are the finished runs, read back; ``files`` the figure and tables written; ``stats`` what
+    :func:`minippo.stats.compute_stats` returned (None without rliable, runs, or a common step range)."""
 
     out: Path
     runs: list[Run]
@@ -310,12 +330,14 @@ class CompareResult:
     summary: list[dict]
     threshold: float | None
     files: list[Path] = field(default_factory=list)
+    stats: dict | None = None
 
 
 def compare(env_id: str = "CartPole-v1", algos: Sequence[str] | None = None,
             seeds: Sequence[int] = (0, 1, 2), *, total_steps: int | None = None, jobs: int | None = None,
             out: str | Path | None = None, redo: bool = False, band: str = "auto",
-            show_progress: bool = True) -> CompareResult:
+            show_progress: bool = True, stats_reps: int = 1000, stats_seed: int = 0,
+            tensorboard: bool = False) -> CompareResult:
     """Train each algorithm in ``algos`` with each seed in ``seeds`` on ``env_id``, ``jobs`` runs at a
     time in separate processes, then write the figure and summary tables to ``out`` (module doc).
 
@@ -328,6 +350,8 @@ def compare(env_id: str = "CartPole-v1", algos: Sequence[str] | None = None,
         band: the figure's band, ``"auto"`` (default), ``"range"``, ``"t95"`` or ``"std"``
             (:func:`minippo.plot.aggregate`); summary.md names the one drawn.
         show_progress: a tqdm bar over the runs and a line per finished or failed run.
+        stats_reps, stats_seed: bootstrap resamples and seed of the statistics (:mod:`minippo.stats`).
+        tensorboard: each run also writes its scalars to ``<run>/tb`` (``tensorboard --logdir out``).
 
     Returns:
         A :class:`CompareResult`. Failed runs do not raise: they are in ``result.failed``.
@@ -336,6 +360,8 @@ def compare(env_id: str = "CartPole-v1", algos: Sequence[str] | None = None,
         MinippoError: bad input (see :func:`plan_runs`), ``jobs`` < 1.
     """
     out = Path(out) if out is not None else Path("runs") / f"compare-{env_id}"
+    if tensorboard:
+        require_tensorboard()  # one line now, not one failed run per worker
     jobs = jobs if jobs is not None else os.cpu_count() or 1
     check_range("jobs", jobs, 1)
     specs = plan_runs(env_id, list(algos) if algos is not None else list(ALGORITHMS), list(seeds),
@@ -363,7 +389,7 @@ def compare(env_id: str = "CartPole-v1", algos: Sequence[str] | None = None,
                 # workers ahead of time, and Ctrl-C could then no longer cancel them.
                 while waiting and len(running) < jobs:
                     spec = waiting.pop(0)
-                    running[executor.submit(train_one, spec, redo)] = spec
+                    running[executor.submit(train_one, spec, redo, tensorboard)] = spec
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     spec, error = running.pop(future), future.exception()
@@ -396,19 +422,47 @@ def compare(env_id: str = "CartPole-v1", algos: Sequence[str] | None = None,
         fig.savefig(result.files[0], dpi=150)
         fig.savefig(result.files[1])
         write_summary_csv(result.summary, result.files[2])
-        result.files[3].write_text(f"# {env_id}: {', '.join(r['algo'] for r in result.summary)}\n\n"
-                                   f"{format_summary(result.summary, threshold)}\n\n"
-                                   f"{summary_notes(runs, band)}")
+        summary_md = (f"# {env_id}: {', '.join(r['algo'] for r in result.summary)}\n\n"
+                      f"{format_summary(result.summary, threshold)}\n\n{summary_notes(runs, band)}")
+        result.files[3].write_text(summary_md)  # written before the statistics, which may take a second
+        section = write_stats(result, stats_reps, stats_seed)
+        with open(result.files[3], "a") as f:
+            f.write("\n" + section)
     return result
+
+
+def write_stats(result: CompareResult, reps: int, seed: int) -> str:
+    """Compute :mod:`minippo.stats` on ``result.runs``, write ``stats.csv`` and ``performance_profile.png``
+    to ``result.out`` (adding them to ``result.files`` and the statistics to ``result.stats``), and return
+    the ``summary.md`` section: the tables and how to read them. Without rliable, or when no statistic can
+    be computed (no run finished an episode, or the runs share no range of steps), writes no file and
+    returns one line saying why."""
+    if not rliable_available():
+        return f"## Statistics\n\nNot computed: rliable is not installed; get them with `{INSTALL_HINT}`.\n"
+    try:
+        stats = compute_stats(result.runs, reps, seed)
+    except MinippoError as e:
+        return f"## Statistics\n\nNot computed: {e}\n"
+    result.stats = stats
+    write_stats_csv(stats, result.out / "stats.csv")
+    fig = plot_performance_profile(stats["scores"]["final_return"], reps=reps, seed=seed,
+                                   title=f"{result.runs[0].env_id}: performance profile of the final return")
+    fig.savefig(result.out / "performance_profile.png", dpi=150)
+    result.files += [result.out / "stats.csv", result.out / "performance_profile.png"]
+    return ("## Statistics (Agarwal et al. 2021, computed with rliable)\n\n"
+            f"{format_stats(stats)}\n\n### How to read them\n\n{stats_notes(stats)}")
 
 
 def cmd_compare(args) -> int:
     """``minippo compare``: exit status 0 if every run finished, 1 if any failed."""
     result = compare(args.env, args.algos, args.seeds, total_steps=args.total_steps, jobs=args.jobs,
-                     out=args.out, redo=args.redo)
+                     out=args.out, redo=args.redo, tensorboard=args.tensorboard)
     if result.summary:
         print(f"\n{format_summary(result.summary, result.threshold)}\n")
         print("written: " + ", ".join(str(p) for p in result.files))
+    if result.summary and result.stats is None:
+        print(f"statistics (IQM, probability of improvement) not computed; see {result.out / 'summary.md'}"
+              + ("" if rliable_available() else f". Get them with {INSTALL_HINT}"))
     for name, error in result.failed.items():
         print(f"failed: {name}: {error}")
     if result.failed:

@@ -118,3 +118,81 @@ def test_failed_run_is_reported_and_the_rest_go_on_then_resume(tmp_path, capsys)
     assert (out / "ppo-s0" / "progress.csv").stat().st_mtime_ns == kept
     assert (out / "ppo-s1" / "done.json").is_file() and not (out / "ppo-s1" / "error.txt").exists()
     assert "| ppo | 2 |" in (out / "summary.md").read_text()
+
+
+def write_finished_run(path, algo, seed, steps, returns, total_steps=2000):
+    """A run folder as a finished comparison leaves it (config.json, progress.csv, done.json), so that
+    compare() reuses it instead of training."""
+    path.mkdir(parents=True)
+    train = {"env_id": "CartPole-v1", "algo": algo, "seed": seed, "total_steps": total_steps}
+    (path / "config.json").write_text(json.dumps({"train": train, "algorithm": {}}))
+    lines = ["iteration,global_step,time_s,rolling_return_mean,steps_per_s"]
+    lines += [f"{i},{s},{i:.1f},{r},{s / i}" for i, (s, r) in enumerate(zip(steps, returns, strict=True), 1)]
+    (path / "progress.csv").write_text("\n".join(lines) + "\n")
+    (path / "done.json").write_text(json.dumps({**train, "global_step": steps[-1], "time_s": 3.0,
+                                                "final_return": returns[-1]}))
+
+
+def test_compare_writes_the_rliable_statistics_of_its_runs(tmp_path, capsys):
+    pytest.importorskip("rliable")
+    from minippo.stats import compute_stats
+
+    # Three finished seeds of each algorithm: every ppo run ends above every vpg run, so P(ppo > vpg) = 1.
+    out = tmp_path / "cmp"
+    for seed in range(3):
+        write_finished_run(out / f"ppo-s{seed}", "ppo", seed, [500, 1000, 2000], [20, 100, 200 + 10 * seed])
+        write_finished_run(out / f"vpg-s{seed}", "vpg", seed, [400, 1200, 2000], [20, 40, 50 + 10 * seed])
+    result = compare(algos=["ppo", "vpg"], seeds=[0, 1, 2], total_steps=2000, out=out, show_progress=False,
+                     stats_reps=200, stats_seed=7)
+    assert not result.failed and len(result.runs) == 6
+    assert (out / "performance_profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result.stats["poi"]["final_return"][("ppo", "vpg")] == pytest.approx((1.0, 1.0, 1.0))
+
+    # The numbers in stats.csv are those of minippo.stats on the same runs, reps and seed.
+    expected = compute_stats(result.runs, reps=200, seed=7)
+    with open(out / "stats.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * (2 + 2)  # 2 scores × (2 IQMs + 2 ordered pairs)
+    for row in rows:
+        if row["statistic"] == "iqm":
+            value = expected["iqm"][row["metric"]][row["algo"]]
+        else:
+            value = expected["poi"][row["metric"]][(row["algo"], row["versus"])]
+        assert [float(row[k]) for k in ("estimate", "ci_low", "ci_high")] == pytest.approx(value)
+    # By hand: 3 runs, so the IQM is the mean; ppo's final returns are 200, 210, 220.
+    ppo_final = next(r for r in rows if r["metric"] == "final_return" and r["algo"] == "ppo"
+                     and r["statistic"] == "iqm")
+    assert float(ppo_final["estimate"]) == pytest.approx(210.0)
+
+    summary_md = (out / "summary.md").read_text()
+    assert "| ppo | 3 |" in summary_md  # today's table is still there, above the statistics
+    iqm = expected["iqm"]["final_return"]["ppo"]
+    assert f"| ppo | 3 | {iqm[0]:.1f} [{iqm[1]:.1f}, {iqm[2]:.1f}] |" in summary_md
+    assert "| ppo | — | 1.00 [1.00, 1.00] |" in summary_md
+    assert "AUC = mean return over env steps 500–2,000" in summary_md
+    assert "### How to read them" in summary_md and "With 3 runs per algorithm" in summary_md
+
+
+def test_compare_without_rliable_says_how_to_get_the_statistics(tmp_path, monkeypatch):
+    monkeypatch.setattr("minippo.compare.rliable_available", lambda: False)
+    out = tmp_path / "cmp"
+    for seed in range(2):
+        write_finished_run(out / f"ppo-s{seed}", "ppo", seed, [500, 2000], [20, 100])
+    result = compare(algos=["ppo"], seeds=[0, 1], total_steps=2000, out=out, show_progress=False)
+    assert result.stats is None and (out / "summary.csv").is_file() and (out / "returns.png").is_file()
+    assert not (out / "stats.csv").exists() and not (out / "performance_profile.png").exists()
+    assert 'rliable is not installed; get them with `pip install "minippo[stats]"`' in (out / "summary.md"
+                                                                                          ).read_text()
+
+
+def test_compare_tensorboard_writes_events_for_every_run(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "cmp"
+    assert main(["compare", "--algos", "ppo", "vpg", "--seeds", "0", "--total-steps", "1024", "--jobs", "1",
+                 "--out", str(out), "--tensorboard"]) == 0
+    for name in ("ppo-s0", "vpg-s0"):
+        events = EventAccumulator(str(out / name / "tb"))
+        events.Reload()
+        steps = [e.step for e in events.Scalars("episodic_return_mean")]
+        assert steps and steps == sorted(steps) and steps[-1] == 1024, (name, steps)
