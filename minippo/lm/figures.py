@@ -27,16 +27,13 @@ import json
 import sys
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from ..errors import MinippoError  # noqa: E402
-from ..plot import algorithm_color  # noqa: E402
-from .rlhf import OFFLINE, RLHFConfig, resume_rlhf, run_rlhf  # noqa: E402
+from ..errors import MinippoError
+from ..plot import algorithm_color
+from .rlhf import OFFLINE, RLHFConfig, resume_rlhf, run_rlhf
 
 
 def run_folder(runs_dir: Path, config: RLHFConfig) -> Path:
@@ -153,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    plt.switch_backend("Agg")  # files only; set here, not at import, so a notebook's backend is left alone
     torch.set_num_threads(1)
     out, runs_dir = Path(args.out), Path(args.runs)
     out.mkdir(parents=True, exist_ok=True)

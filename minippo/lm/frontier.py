@@ -32,19 +32,16 @@ import sys
 import time
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from scipy.optimize import curve_fit
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy.optimize import curve_fit  # noqa: E402
-
-from ..errors import MinippoError  # noqa: E402
-from ..logger import write_json  # noqa: E402
-from ..plot import algorithm_color  # noqa: E402
-from .figures import ensure_run  # noqa: E402
-from .rlhf import RLHFConfig  # noqa: E402
+from ..errors import MinippoError
+from ..logger import write_json
+from ..plot import algorithm_color
+from .figures import ensure_run
+from .rlhf import RLHFConfig
 
 # Each method's KL knob and the values swept by default.
 KNOBS: dict[str, tuple[str, list[float]]] = {
@@ -244,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="figures", help="folder for rlhf_frontier.png and .md")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    plt.switch_backend("Agg")  # files only; set here, not at import, so a notebook's backend is left alone
     torch.set_num_threads(1)
     out, runs_dir = Path(args.out), Path(args.runs)
     out.mkdir(parents=True, exist_ok=True)
