@@ -68,7 +68,8 @@ class RLOO:
         """One RLOO iteration on ``batch``, whose ``advantages`` are leave-one-out ones.
 
         Returns policy_loss, entropy, kl (exact mean KL(π_old ‖ π_new) per token after the step),
-        advantage_abs (mean |A|: how much the samples of a prompt differ) and learning_rate.
+        advantage_abs (the mean absolute advantage: how much the samples of a prompt differ) and
+        learning_rate.
 
         Raises:
             NonFiniteLossError: the loss is NaN/inf; no step is taken with it.

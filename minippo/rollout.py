@@ -35,21 +35,21 @@ class Minibatch:
     """A set of transitions for one gradient step. Every tensor has the same leading shape ``S``:
     ``[B]`` for shuffled Gymnasium transitions, ``[T, n]`` for whole text sequences.
 
-    ============  ====================  ==========================================================
-    field         shape                 meaning
-    ============  ====================  ==========================================================
-    obs           [*S, *obs_shape]      what the policy needs to evaluate these positions
-    actions       [*S, *action_shape]   actions taken
-    log_probs     [*S]                  log π_old(a|s) under the policy that collected the batch
-    values        [*S]                  V_old(s), value estimates at collection time
-    advantages    [*S]                  GAE(γ, λ) advantages Â
-    returns       [*S]                  λ-returns Â + V_old(s), the value-function targets
-    mask          [*S] bool or None     True where the position is a transition; False where it
-                                        only pads a sequence (a text token after the end of the
-                                        response). None: every position is a transition.
-    ref_log_probs [*S] or None          log π_ref(a|s) under a frozen reference policy (text
-                                        tasks; GRPO's KL term). None where there is none.
-    ============  ====================  ==========================================================
+    =============  ====================  ==========================================================
+    field          shape                 meaning
+    =============  ====================  ==========================================================
+    obs            [*S, *obs_shape]      what the policy needs to evaluate these positions
+    actions        [*S, *action_shape]   actions taken
+    log_probs      [*S]                  log π_old(a|s) under the policy that collected the batch
+    values         [*S]                  V_old(s), value estimates at collection time
+    advantages     [*S]                  GAE(γ, λ) advantages Â
+    returns        [*S]                  λ-returns Â + V_old(s), the value-function targets
+    mask           [*S] bool or None     True where the position is a transition; False where it
+                                         only pads a sequence (a text token after the end of the
+                                         response). None: every position is a transition.
+    ref_log_probs  [*S] or None          log π_ref(a|s) under a frozen reference policy (text
+                                         tasks; GRPO's KL term). None where there is none.
+    =============  ====================  ==========================================================
 
     Every mean the algorithms take over a minibatch is :func:`masked_mean` with ``mask``, so padded
     positions never reach a loss, a gradient or a statistic, and no algorithm needs to know which task
@@ -107,26 +107,26 @@ def normalize_advantages(advantages: Tensor, mask: Tensor | None = None) -> Tens
 class Batch:
     """One rollout of ``T`` steps from ``N`` parallel environments, time-major.
 
-    ============  ====================  ==========================================================
-    field         shape                 meaning
-    ============  ====================  ==========================================================
-    obs           [T, N, *obs_shape]    observation s_t the action was chosen in
-    actions       [T, N, *action_shape] action a_t (unclipped, as sampled)
-    log_probs     [T, N]                log π(a_t|s_t) of the collecting policy
-    values        [T, N]                V(s_t)
-    rewards       [T, N]                r_t, after any reward scaling wrapper
-    dones         [T, N]                1.0 where the episode ended at t (terminated or truncated)
-    next_values   [T, N]                V(s_{t+1}): 0 after a termination; V(final observation)
-                                        after a truncation (the episode did not really end)
-    valid         [T, N] bool           False where a position is not a transition of the policy:
-                                        Gymnasium's autoreset steps (see GymRollout), text tokens
-                                        after the end of the response; left out of every update
-    advantages    [T, N]                filled in by the training loop with :func:`compute_gae`
-                                        (or another estimator, e.g. :class:`GroupBaseline`)
-    returns       [T, N]                likewise
-    ref_log_probs [T, N] or None        log π_ref(a_t|s_t) under a frozen reference policy, where
-                                        the source has one (text); None for Gymnasium
-    ============  ====================  ==========================================================
+    =============  ====================  ==========================================================
+    field          shape                 meaning
+    =============  ====================  ==========================================================
+    obs            [T, N, *obs_shape]    observation s_t the action was chosen in
+    actions        [T, N, *action_shape] action a_t (unclipped, as sampled)
+    log_probs      [T, N]                log π(a_t|s_t) of the collecting policy
+    values         [T, N]                V(s_t)
+    rewards        [T, N]                r_t, after any reward scaling wrapper
+    dones          [T, N]                1.0 where the episode ended at t (terminated or truncated)
+    next_values    [T, N]                V(s_{t+1}): 0 after a termination; V(final observation)
+                                         after a truncation (the episode did not really end)
+    valid          [T, N] bool           False where a position is not a transition of the policy:
+                                         Gymnasium's autoreset steps (see GymRollout), text tokens
+                                         after the end of the response; left out of every update
+    advantages     [T, N]                filled in by the training loop with :func:`compute_gae`
+                                         (or another estimator, e.g. :class:`GroupBaseline`)
+    returns        [T, N]                likewise
+    ref_log_probs  [T, N] or None        log π_ref(a_t|s_t) under a frozen reference policy, where
+                                         the source has one (text); None for Gymnasium
+    =============  ====================  ==========================================================
 
     ``episode_returns`` / ``episode_lengths`` list every episode that finished during the rollout (raw,
     unscaled rewards; length in env steps). ``info`` holds extra per-rollout statistics a source wants

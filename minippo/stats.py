@@ -275,10 +275,10 @@ def compute_stats(runs: list[Run], reps: int = REPS, seed: int = 0) -> dict:
     """Every statistic of the module for the runs of one env, on both scores.
 
     Returns:
-        ``{"runs": {algo: R}, "left_out": [runs without a score], "auc_range": (start, stop),
-        "reps": reps, "seed": seed, "scores": {metric: {algo: [R, 1]}}, "iqm": {metric: iqm_intervals},
-        "poi": {metric: improvement_probabilities}}`` with ``metric`` in ``METRICS`` ("final_return",
-        "auc").
+        A dict with the keys ``runs`` (``{algo: R}``, runs per algorithm), ``left_out`` (the runs without a
+        score), ``auc_range`` (``(start, stop)``), ``reps``, ``seed``, ``scores`` (``{metric: {algo:
+        [R, 1] array}}``), ``iqm`` (``{metric: iqm_intervals}``) and ``poi`` (``{metric:
+        improvement_probabilities}``), with ``metric`` in ``METRICS`` ("final_return", "auc").
 
     Raises:
         MinippoError: rliable missing, no run with a score, runs of several envs or no common range.
