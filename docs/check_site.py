@@ -1,24 +1,34 @@
-"""Open every page of the built site in headless Chromium; fail on JavaScript errors and broken local images
-or links, and list what each page fetches from outside the site.
+"""Open every page of the built site in headless Chromium; fail on JavaScript errors, broken local images
+or links, and math that MathJax did not typeset; list what each page fetches from outside the site.
 
-    python docs/check_site.py docs/_build/html
+    python docs/check_site.py docs/_build/html [--chromium /usr/bin/chromium]
 
-Needs Playwright and its Chromium (``pip install playwright && playwright install chromium``).
+Needs Playwright (``pip install playwright``) and a Chromium: Playwright's own (``playwright install
+chromium``) or the system's, given with ``--chromium`` (e.g. Debian's ``apt install chromium``). Math is
+typeset by MathJax, which the pages load from its CDN; on a machine without internet, build the site
+with a local copy instead (see docs/README.md), or every page with math is reported.
 """
 
+import argparse
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+# Every formula Sphinx writes carries the class "math"; MathJax 3 replaces its text by an <mjx-container>.
+COUNT_MATH = "() => document.querySelectorAll('.math').length"
+WAIT_FOR_MATHJAX = ("async () => { if (!window.MathJax || !MathJax.startup) return -1;"
+                    " await MathJax.startup.promise;"
+                    " return document.querySelectorAll('mjx-container').length; }")
 
-def check(site: Path) -> int:
+
+def check(site: Path, chromium: str | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
-    problems, external = [], set()
+    problems, external, math_pages = [], set(), 0
     pages = sorted(site.rglob("*.html"))
     with sync_playwright() as p:
-        browser = p.chromium.launch()
+        browser = p.chromium.launch(executable_path=chromium)
         page = browser.new_page()
         current = {"name": ""}  # the page being checked, for the handlers below
         page.on("pageerror", lambda error: problems.append(f"{current['name']}: JavaScript error {error}"))
@@ -35,12 +45,24 @@ def check(site: Path) -> int:
                     target = Path(url2pathname(urlparse(href).path))
                     if not target.exists():
                         problems.append(f"{name}: broken link {href}")
+            formulas = page.evaluate(COUNT_MATH)
+            if formulas:
+                math_pages += 1
+                typeset = page.evaluate(WAIT_FOR_MATHJAX)
+                if typeset < formulas:
+                    problems.append(f"{name}: {formulas} formulas, {max(typeset, 0)} typeset by MathJax"
+                                    + (" (MathJax did not load)" if typeset < 0 else ""))
         browser.close()
-    print(f"{len(pages)} pages; fetched from outside the site: {sorted(external) or 'nothing'}")
+    print(f"{len(pages)} pages, {math_pages} with math; fetched from outside the site: "
+          f"{sorted(external) or 'nothing'}; problems: {len(problems)}")
     for problem in problems:
         print(problem)
     return 1 if problems else 0
 
 
 if __name__ == "__main__":
-    sys.exit(check(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/_build/html")))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("site", nargs="?", default="docs/_build/html", help="the built site")
+    parser.add_argument("--chromium", help="a Chromium executable (default: Playwright's own)")
+    args = parser.parse_args()
+    sys.exit(check(Path(args.site), args.chromium))
