@@ -105,20 +105,28 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train every (algorithm, seed) pair on one env, one process per run, then "
                        "write returns.png/.svg, summary.csv/.md and, with the stats extra, the statistics of "
                        "Agarwal et al. 2021 (stats.csv, performance_profile.png: IQM, probability of "
-                       "improvement) to --out. Finished runs are kept: run the "
-                       "same command again to resume (unfinished runs go on from their checkpoints). "
-                       "Exit status 1 if any run failed.")
-    c.add_argument("--env", default="CartPole-v1", help="Gymnasium env id (default: CartPole-v1)")
+                       "improvement) to --out. With several envs, every (env, algorithm, seed) run shares "
+                       "the processes and each env gets those files in --out/<env>. Finished runs are kept: "
+                       "run the same command again to resume (unfinished runs go on from their "
+                       "checkpoints). Exit status 1 if any run failed.")
+    c.add_argument("--env", nargs="+", default=["CartPole-v1"], metavar="ENV",
+                   help="Gymnasium env id(s) (default: CartPole-v1)")
     c.add_argument("--algos", nargs="+", choices=list(ALGORITHMS), help="(default: all)")
     c.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="(default: 0 1 2)")
     c.add_argument("--total-steps", type=number,
                    help="env-step budget per run (default: per algorithm and env)")
     c.add_argument("--jobs", type=int, help="runs at a time (default: number of CPUs)")
-    c.add_argument("--out", help="comparison folder (default: runs/compare-<env>)")
+    c.add_argument("--out", help="comparison folder (default: runs/compare-<env>; with several envs "
+                   "runs/compare-<env1>+<env2>..., holding a folder per env)")
     c.add_argument("--redo", action="store_true", help="train finished runs again")
     c.add_argument("--tensorboard", action="store_true", help="each run also writes its progress.csv "
                    "columns to RUN_DIR/tb (tensorboard --logdir OUT shows them all; needs pip install "
                    "\"minippo[tensorboard]\")")
+    c.add_argument("--ray", nargs="?", const=True, default=False, metavar="ADDRESS",
+                   help="run each run as a Ray task: on a Ray started here with --jobs CPUs, or with "
+                   "ADDRESS (e.g. auto, ray://HEAD:10001) on that running Ray cluster, whose machines need "
+                   "minippo installed; each run's files come back to --out (needs pip install "
+                   "\"minippo[ray]\")")
 
     p = sub.add_parser("plot", help="plot learning curves of run folders",
                        description="Episodic return vs env steps, mean over seeds with a shaded band, one "

@@ -1,8 +1,11 @@
-"""``minippo compare``: train every (algorithm, seed) pair on one env, each run in its own process, then
-draw the learning curves and tabulate the results — the project's benchmark in one command::
+"""``minippo compare``: train every (algorithm, seed) pair on one env (or on each of several envs), each
+run in its own process (or as a Ray task), then draw the learning curves and tabulate the results — the
+project's benchmark in one command::
 
     minippo compare                  # every algorithm × seeds 0 1 2 on CartPole-v1, default budgets
     minippo compare --algos ppo --seeds 0 1 --total-steps 20000 --out runs/quick
+    minippo compare --env CartPole-v1 Acrobot-v1    # the grid: one folder, figure and table per env
+    minippo compare --ray            # each run a Ray task, on a Ray started here (--ray ADDRESS: a cluster)
 
 What lands in ``out`` (default ``runs/compare-<env>``)::
 
@@ -17,6 +20,9 @@ What lands in ``out`` (default ``runs/compare-<env>``)::
                          them as a section, with how to read them
     performance_profile.png  fraction of runs whose final return is above τ, against τ, with 95% bands
 
+With several envs (:func:`compare_grid`), ``out`` (default ``runs/compare-<env1>+<env2>...``) holds one
+such folder per env, ``out/<env>/``; the runs of all envs share one process pool (or one Ray).
+
 Without rliable (``pip install "minippo[stats]"``) the comparison writes everything else, and summary.md
 says in one line how to get the statistics.
 
@@ -30,6 +36,12 @@ foreign checkpoint.pt, config.json, progress.csv or done.json) stops the compari
 trained, with one error naming the file: it may hold a run someone wants, so it is neither replaced nor
 resumed unless ``redo=True`` (:func:`run_folder_state`). A run that raises while training is reported
 with its error while the others go on; the figure and the table then use the runs that finished.
+
+With ``ray`` (the ``ray`` extra), each run is a Ray task (:func:`run_on_ray`): it gets the files of its
+run folder, trains in a temporary folder on whichever machine Ray picks, and sends the folder's files
+back, which the launching machine writes into ``out``; no shared filesystem is assumed. So everything
+above holds as with the process pool. A run interrupted with Ctrl-C sends nothing back: its folder stays
+as it was before the comparison.
 """
 
 from __future__ import annotations
@@ -39,10 +51,11 @@ import json
 import math
 import multiprocessing
 import os
+import tempfile
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +79,7 @@ from .train import ALGORITHMS, RUN_FILES, make_configs, resume, train
 
 DONE_FILE = "done.json"
 ERROR_FILE = "error.txt"
+RAY_INSTALL_HINT = 'pip install "minippo[ray]"'
 
 
 @dataclass(frozen=True)
@@ -337,14 +351,16 @@ def compare(env_id: str = "CartPole-v1", algos: Sequence[str] | None = None,
             seeds: Sequence[int] = (0, 1, 2), *, total_steps: int | None = None, jobs: int | None = None,
             out: str | Path | None = None, redo: bool = False, band: str = "auto",
             show_progress: bool = True, stats_reps: int = 1000, stats_seed: int = 0,
-            tensorboard: bool = False) -> CompareResult:
+            tensorboard: bool = False, ray: bool | str = False) -> CompareResult:
     """Train each algorithm in ``algos`` with each seed in ``seeds`` on ``env_id``, ``jobs`` runs at a
     time in separate processes, then write the figure and summary tables to ``out`` (module doc).
 
     Args:
         algos: names in ``minippo.train.ALGORITHMS`` (default: all of them).
         total_steps: env-step budget per run (default: each algorithm's default for ``env_id``).
-        jobs: processes at a time (default: ``os.cpu_count()``); each uses one torch thread.
+        jobs: processes at a time (default: ``os.cpu_count()``); each uses one torch thread. With
+            ``ray=True``, the CPUs of the Ray started here; with a Ray address, unused (the cluster's CPUs
+            decide, one per run).
         out: the comparison folder (default ``runs/compare-<env_id>``).
         redo: train every run again even if its folder is finished.
         band: the figure's band, ``"auto"`` (default), ``"range"``, ``"t95"`` or ``"std"``
@@ -352,70 +368,265 @@ def compare(env_id: str = "CartPole-v1", algos: Sequence[str] | None = None,
         show_progress: a tqdm bar over the runs and a line per finished or failed run.
         stats_reps, stats_seed: bootstrap resamples and seed of the statistics (:mod:`minippo.stats`).
         tensorboard: each run also writes its scalars to ``<run>/tb`` (``tensorboard --logdir out``).
+        ray: False (default): a local process pool. True: each run is a task of a Ray started here;
+            a string: the address of a running Ray cluster (e.g. ``"ray://head:10001"``, ``"auto"``) to
+            send the tasks to (:func:`run_on_ray`).
 
     Returns:
         A :class:`CompareResult`. Failed runs do not raise: they are in ``result.failed``.
 
     Raises:
-        MinippoError: bad input (see :func:`plan_runs`), ``jobs`` < 1.
+        MinippoError: bad input (see :func:`plan_runs`), ``jobs`` < 1, ``ray`` without Ray installed or
+            a Ray cluster that cannot be reached.
     """
     out = Path(out) if out is not None else Path("runs") / f"compare-{env_id}"
+    return compare_folders({env_id: out}, algos, seeds, total_steps=total_steps, jobs=jobs, redo=redo,
+                           band=band, show_progress=show_progress, stats_reps=stats_reps,
+                           stats_seed=stats_seed, tensorboard=tensorboard, ray=ray)[env_id]
+
+
+def compare_grid(env_ids: Sequence[str], algos: Sequence[str] | None = None,
+                 seeds: Sequence[int] = (0, 1, 2), *, out: str | Path | None = None, **kwargs
+                 ) -> dict[str, CompareResult]:
+    """:func:`compare` on each env of ``env_ids`` at once: every (env, algorithm, seed) run shares one
+    process pool (or one Ray), then each env gets what :func:`compare` writes, in ``out/<env_id>``.
+
+    Args:
+        out: the grid's folder (default ``runs/compare-<env1>+<env2>...``, the env ids in order).
+        kwargs: the keyword arguments of :func:`compare`.
+
+    Returns:
+        The :class:`CompareResult` of each env, by env id.
+
+    Raises:
+        MinippoError: no env ids, and what :func:`compare` raises.
+    """
+    env_ids = list(dict.fromkeys(env_ids))
+    if not env_ids:
+        raise MinippoError("No environments to compare on.")
+    out = Path(out) if out is not None else Path("runs") / f"compare-{'+'.join(env_ids)}"
+    return compare_folders({env_id: out / env_id for env_id in env_ids}, algos, seeds, **kwargs)
+
+
+def compare_folders(folders: dict[str, Path], algos: Sequence[str] | None = None,
+                    seeds: Sequence[int] = (0, 1, 2), *, total_steps: int | None = None,
+                    jobs: int | None = None, redo: bool = False, band: str = "auto",
+                    show_progress: bool = True, stats_reps: int = 1000, stats_seed: int = 0,
+                    tensorboard: bool = False, ray: bool | str = False) -> dict[str, CompareResult]:
+    """What :func:`compare` and :func:`compare_grid` do: ``folders`` maps each env id to its comparison
+    folder. Every input and every run folder is checked before anything is trained."""
     if tensorboard:
         require_tensorboard()  # one line now, not one failed run per worker
+    if ray:
+        import_ray()  # likewise
     jobs = jobs if jobs is not None else os.cpu_count() or 1
     check_range("jobs", jobs, 1)
-    specs = plan_runs(env_id, list(algos) if algos is not None else list(ALGORITHMS), list(seeds),
-                      total_steps, out)
+    algos = list(algos) if algos is not None else list(ALGORITHMS)
+    specs = {env_id: plan_runs(env_id, algos, list(seeds), total_steps, out)
+             for env_id, out in folders.items()}
     # Every run folder is read before anything is trained, so that an unreadable one stops the comparison
     # with nothing written (run_folder_state says why and what to do).
-    states = {spec: "new" if redo else run_folder_state(spec) for spec in specs}
-    pending = [s for s in specs if states[s] != "finished"]
+    states = {spec: "new" if redo else run_folder_state(spec) for env_specs in specs.values()
+              for spec in env_specs}
+    pending = [s for s in states if states[s] != "finished"]
     say = tqdm.write if show_progress else lambda _: None
-    say(f"{env_id}: {len(specs)} runs = {len({s.algo for s in specs})} × {len({s.seed for s in specs})} "
-        f"(algorithms × seeds) in {out}; {len(specs) - len(pending)} already finished (redo to train "
-        f"them again), {len(pending)} to train" + (f", {min(jobs, len(pending))} at a time." if pending
-                                                   else "."))
-
-    failed: dict[str, str] = {}
-    bar = tqdm(total=len(specs), initial=len(specs) - len(pending), unit="run", desc="runs finished",
-               disable=not show_progress, dynamic_ncols=True)
+    for env_id, env_specs in specs.items():
+        to_train = sum(states[s] != "finished" for s in env_specs)
+        say(f"{env_id}: {len(env_specs)} runs = {len(algos)} × {len({s.seed for s in env_specs})} "
+            f"(algorithms × seeds) in {folders[env_id]}; {len(env_specs) - to_train} already finished (redo "
+            f"to train them again), {to_train} to train.")
     if pending:
-        waiting, running = list(pending), {}
-        # 'spawn' starts each worker fresh: no forked torch/OpenMP state, and it works the same on every OS.
-        with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=multiprocessing.get_context("spawn")
-                                 ) as executor:
-            while waiting or running:
-                # Submit only as many runs as there are workers: the executor hands submitted runs to its
-                # workers ahead of time, and Ctrl-C could then no longer cancel them.
-                while waiting and len(running) < jobs:
-                    spec = waiting.pop(0)
-                    running[executor.submit(train_one, spec, redo, tensorboard)] = spec
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    spec, error = running.pop(future), future.exception()
-                    if error is None:
-                        record = future.result()
-                        say(f"{spec.name}: finished, {record['global_step']:,} env steps in "
-                            f"{record['time_s']:.0f} s, final return {record['final_return']:.1f}")
-                    else:
-                        failed[spec.name] = f"{type(error).__name__}: {error}"
-                        if (spec.run_dir / ERROR_FILE).is_file():
-                            failed[spec.name] += f" (traceback in {spec.run_dir / ERROR_FILE})"
-                        say(f"{spec.name}: FAILED: {failed[spec.name]}")
-                    bar.update(1)
-        # Ctrl-C reaches the workers too (same process group): each train() stops after its current
-        # iteration, keeping its checkpoint but writing no done.json, and leaving the `with` waits for that.
-    bar.close()
+        where = (f"on the Ray cluster at {ray}" if isinstance(ray, str)
+                 else f"on a local Ray with {jobs} CPUs" if ray else f"{min(jobs, len(pending))} at a time")
+        say(f"Training {len(pending)} run(s) {where}.")
 
+    failed: dict[RunSpec, str] = {}
+    label = (lambda spec: spec.name) if len(folders) == 1 else (lambda spec: f"{spec.env_id} {spec.name}")
+    bar = tqdm(total=len(states), initial=len(states) - len(pending), unit="run", desc="runs finished",
+               disable=not show_progress, dynamic_ncols=True)
+
+    def report(spec: RunSpec, record: dict | None, error: str | None) -> None:
+        if error is None:
+            say(f"{label(spec)}: finished, {record['global_step']:,} env steps in {record['time_s']:.0f} s, "
+                f"final return {record['final_return']:.1f}")
+        else:
+            failed[spec] = error
+            say(f"{label(spec)}: FAILED: {error}")
+        bar.update(1)
+
+    if pending and ray:
+        run_on_ray(pending, jobs, redo, tensorboard, ray if isinstance(ray, str) else None, report)
+    elif pending:
+        run_in_pool(pending, jobs, redo, tensorboard, report)
+    bar.close()
+    return {env_id: write_comparison(env_id, folders[env_id], env_specs, failed, band, stats_reps,
+                                     stats_seed) for env_id, env_specs in specs.items()}
+
+
+Report = Callable[[RunSpec, dict | None, str | None], None]  # (run, its done.json record, its error)
+
+
+def run_in_pool(pending: list[RunSpec], jobs: int, redo: bool, tensorboard: bool, report: Report) -> None:
+    """Train the ``pending`` runs with :func:`train_one`, ``jobs`` processes at a time, and ``report`` each
+    one as it finishes or fails."""
+    waiting, running = list(pending), {}
+    # 'spawn' starts each worker fresh: no forked torch/OpenMP state, and it works the same on every OS.
+    with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=multiprocessing.get_context("spawn")
+                             ) as executor:
+        while waiting or running:
+            # Submit only as many runs as there are workers: the executor hands submitted runs to its
+            # workers ahead of time, and Ctrl-C could then no longer cancel them.
+            while waiting and len(running) < jobs:
+                spec = waiting.pop(0)
+                running[executor.submit(train_one, spec, redo, tensorboard)] = spec
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                spec, error = running.pop(future), future.exception()
+                if error is None:
+                    report(spec, future.result(), None)
+                else:
+                    message = f"{type(error).__name__}: {error}"
+                    if (spec.run_dir / ERROR_FILE).is_file():
+                        message += f" (traceback in {spec.run_dir / ERROR_FILE})"
+                    report(spec, None, message)
+    # Ctrl-C reaches the workers too (same process group): each train() stops after its current
+    # iteration, keeping its checkpoint but writing no done.json, and leaving the `with` waits for that.
+
+
+def import_ray():
+    """The ``ray`` module.
+
+    Raises:
+        MinippoError: Ray is not installed (the message says how to get it).
+    """
+    try:
+        import ray
+    except ImportError:
+        raise MinippoError(f"--ray needs Ray, which is not installed: {RAY_INSTALL_HINT}") from None
+    return ray
+
+
+def run_on_ray(pending: list[RunSpec], jobs: int, redo: bool, tensorboard: bool, address: str | None,
+               report: Report) -> None:
+    """Train the ``pending`` runs as Ray tasks (:func:`train_shipped`, one CPU each) and ``report`` each
+    one as it comes back, after writing the files it sent into its run folder (:func:`write_folder`).
+
+    With no ``address``, starts Ray here with ``jobs`` CPUs (so ``jobs`` runs at a time) and stops it at the
+    end; with one, connects to that cluster, whose free CPUs decide how many run at a time. Every machine
+    of the cluster needs minippo installed, with the same versions of it, torch and gymnasium as here (the
+    runs are then the same as with the process pool). Ctrl-C cancels the runs still in flight.
+
+    Raises:
+        MinippoError: Ray is not installed, or the cluster at ``address`` cannot be reached.
+    """
+    ray = import_ray()
+    started = not ray.is_initialized()  # a caller who started Ray keeps it
+    if started:
+        try:
+            ray.init(address=address, num_cpus=None if address else jobs, include_dashboard=False,
+                     log_to_driver=False)
+        except ConnectionError as e:
+            raise MinippoError(f"Cannot reach the Ray cluster at {address}: {e}") from None
+    running = {}
+    try:
+        # max_retries=0: a run whose worker dies is reported as failed, like one whose process dies.
+        task = ray.remote(num_cpus=1, max_retries=0)(train_shipped)
+        running = {task.remote(spec, read_folder(spec.run_dir), redo, tensorboard): spec for spec in pending}
+        while running:
+            (ref,), _ = ray.wait(list(running), num_returns=1)
+            spec = running.pop(ref)
+            try:
+                sent = ray.get(ref)
+                write_folder(spec.run_dir, sent["files"])
+            except (ray.exceptions.RayError, OSError) as e:  # the task could not run, or its files be written
+                report(spec, None, f"{type(e).__name__}: {e}")
+                continue
+            error = sent["error"]
+            if error is not None and sent["files"].get(ERROR_FILE) is not None:
+                error += f" (traceback in {spec.run_dir / ERROR_FILE})"
+            report(spec, sent["record"], error)
+    finally:
+        for ref in running:  # Ctrl-C (or an error here): nothing would read these runs' files
+            ray.cancel(ref, force=True)
+        if started:
+            ray.shutdown()
+
+
+def read_folder(folder: Path) -> dict[str, bytes | None]:
+    """Everything under ``folder``, by path relative to it (with ``/``): a file's bytes, or None for a
+    folder (so that an empty one, or one where a file should be, travels too). Empty if there is none."""
+    if not folder.is_dir():
+        return {}
+    return {path.relative_to(folder).as_posix(): None if path.is_dir() else path.read_bytes()
+            for path in sorted(folder.rglob("*"))}
+
+
+def write_folder(folder: Path, files: dict[str, bytes | None]) -> None:
+    """Make ``folder`` hold exactly ``files`` (as :func:`read_folder` returns them).
+
+    Written so that a kill at any moment leaves a folder that the next comparison reads right: done.json
+    is deleted first and written last (no half-copied run looks finished), each file is written to a
+    ``.tmp`` and renamed over the old one, and progress.csv is written before checkpoint.pt (rows beyond
+    the checkpoint are dropped on resume; a checkpoint beyond the rows could not be resumed).
+
+    Raises:
+        OSError: a file cannot be written or deleted.
+    """
+    (folder / DONE_FILE).unlink(missing_ok=True)
+    if folder.is_dir():
+        for path in sorted(folder.rglob("*"), reverse=True):  # what the run deleted; children first
+            relative = path.relative_to(folder).as_posix()
+            if relative in files and (files[relative] is None) == path.is_dir():
+                continue
+            if path.is_dir() and not path.is_symlink():
+                if not any(path.iterdir()):
+                    path.rmdir()
+            else:
+                path.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    for relative in sorted(files, key=lambda name: (name == DONE_FILE, name == "checkpoint.pt", name)):
+        path = folder / relative
+        if files[relative] is None:
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(files[relative])
+            os.replace(tmp, path)
+
+
+def train_shipped(spec: RunSpec, files: dict[str, bytes | None], redo: bool, tensorboard: bool) -> dict:
+    """The Ray task: :func:`train_one` on a copy of ``spec``'s run folder made from ``files`` in a
+    temporary folder of this machine, then return the folder's files: ``{"files": read_folder(...),
+    "record": what done.json holds, or None, "error": "<ExceptionType>: <message>", or None}``.
+
+    Raises nothing: a run that fails sends back its files (error.txt included) and its error. Paths in the
+    error name the run folder on the launching machine, not the temporary one."""
+    with tempfile.TemporaryDirectory(prefix="minippo-ray-") as tmp:
+        here = replace(spec, run_dir=Path(tmp) / spec.name)
+        write_folder(here.run_dir, files)
+        record = error = None
+        try:
+            record = train_one(here, redo, tensorboard)
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}".replace(str(here.run_dir), str(spec.run_dir))
+        return {"files": read_folder(here.run_dir), "record": record, "error": error}
+
+
+def write_comparison(env_id: str, out: Path, specs: list[RunSpec], failed: dict[RunSpec, str], band: str,
+                     stats_reps: int, stats_seed: int) -> CompareResult:
+    """Read back the runs of ``env_id`` that did not fail, and write its figure, tables and statistics to
+    ``out`` (module doc); a run that cannot be read back counts as failed."""
+    errors = {spec.name: failed[spec] for spec in specs if spec in failed}
     runs = []
     for spec in specs:
-        if spec.name not in failed:
+        if spec.name not in errors:
             try:
                 runs.append(load_run(spec.run_dir))
             except MinippoError as e:
-                failed[spec.name] = str(e)
+                errors[spec.name] = str(e)
     threshold = reward_threshold(env_id)
-    result = CompareResult(out, runs, failed, summarize(runs, threshold), threshold)
+    result = CompareResult(out, runs, errors, summarize(runs, threshold), threshold)
     if runs:
         fig = plot_runs(runs, band=band)
         result.files = [out / "returns.png", out / "returns.svg", out / "summary.csv", out / "summary.md"]
@@ -454,18 +665,30 @@ def write_stats(result: CompareResult, reps: int, seed: int) -> str:
 
 
 def cmd_compare(args) -> int:
-    """``minippo compare``: exit status 0 if every run finished, 1 if any failed."""
-    result = compare(args.env, args.algos, args.seeds, total_steps=args.total_steps, jobs=args.jobs,
-                     out=args.out, redo=args.redo, tensorboard=args.tensorboard)
-    if result.summary:
-        print(f"\n{format_summary(result.summary, result.threshold)}\n")
-        print("written: " + ", ".join(str(p) for p in result.files))
-    if result.summary and result.stats is None:
-        print(f"statistics (IQM, probability of improvement) not computed; see {result.out / 'summary.md'}"
-              + ("" if rliable_available() else f". Get them with {INSTALL_HINT}"))
-    for name, error in result.failed.items():
+    """``minippo compare``: exit status 0 if every run finished, 1 if any failed. ``args.env`` is a list:
+    one env gives :func:`compare`, several :func:`compare_grid`."""
+    options = dict(total_steps=args.total_steps, jobs=args.jobs, out=args.out, redo=args.redo,
+                   tensorboard=args.tensorboard, ray=args.ray)
+    if len(set(args.env)) == 1:
+        results = {args.env[0]: compare(args.env[0], args.algos, args.seeds, **options)}
+    else:
+        results = compare_grid(args.env, args.algos, args.seeds, **options)
+    failed = {}
+    for env_id, result in results.items():
+        if result.summary:
+            heading = f"{env_id}\n" if len(results) > 1 else ""
+            print(f"\n{heading}{format_summary(result.summary, result.threshold)}\n")
+            print("written: " + ", ".join(str(p) for p in result.files))
+        if result.summary and result.stats is None:
+            print("statistics (IQM, probability of improvement) not computed; see "
+                  f"{result.out / 'summary.md'}"
+                  + ("" if rliable_available() else f". Get them with {INSTALL_HINT}"))
+        prefix = f"{env_id} " if len(results) > 1 else ""
+        failed.update({f"{prefix}{name}": error for name, error in result.failed.items()})
+    for name, error in failed.items():
         print(f"failed: {name}: {error}")
-    if result.failed:
-        print(f"{len(result.failed)} run(s) failed; the figure and table use the {len(result.runs)} that "
-              "finished. Fix the cause and run the same command again: finished runs are kept.")
-    return 1 if result.failed else 0
+    if failed:
+        finished = sum(len(result.runs) for result in results.values())
+        print(f"{len(failed)} run(s) failed; the figures and tables use the {finished} that finished. "
+              "Fix the cause and run the same command again: finished runs are kept.")
+    return 1 if failed else 0

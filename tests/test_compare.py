@@ -4,12 +4,14 @@
 import csv
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from minippo.cli import main
-from minippo.compare import compare, format_summary, summarize, summary_notes
+from minippo.compare import compare, compare_grid, format_summary, summarize, summary_notes
 from minippo.errors import MinippoError
 from minippo.plot import Run
 
@@ -120,11 +122,11 @@ def test_failed_run_is_reported_and_the_rest_go_on_then_resume(tmp_path, capsys)
     assert "| ppo | 2 |" in (out / "summary.md").read_text()
 
 
-def write_finished_run(path, algo, seed, steps, returns, total_steps=2000):
+def write_finished_run(path, algo, seed, steps, returns, total_steps=2000, env_id="CartPole-v1"):
     """A run folder as a finished comparison leaves it (config.json, progress.csv, done.json), so that
     compare() reuses it instead of training."""
     path.mkdir(parents=True)
-    train = {"env_id": "CartPole-v1", "algo": algo, "seed": seed, "total_steps": total_steps}
+    train = {"env_id": env_id, "algo": algo, "seed": seed, "total_steps": total_steps}
     (path / "config.json").write_text(json.dumps({"train": train, "algorithm": {}}))
     lines = ["iteration,global_step,time_s,rolling_return_mean,steps_per_s"]
     lines += [f"{i},{s},{i:.1f},{r},{s / i}" for i, (s, r) in enumerate(zip(steps, returns, strict=True), 1)]
@@ -196,3 +198,54 @@ def test_compare_tensorboard_writes_events_for_every_run(tmp_path):
         events.Reload()
         steps = [e.step for e in events.Scalars("episodic_return_mean")]
         assert steps and steps == sorted(steps) and steps[-1] == 1024, (name, steps)
+
+
+def test_compare_grid_writes_a_folder_and_a_figure_per_env(tmp_path, capsys):
+    # One PPO batch of Acrobot (16 envs × 256 steps); 16 of CartPole's. Both runs share the 2 workers.
+    out = tmp_path / "grid"
+    assert main(["compare", "--env", "CartPole-v1", "Acrobot-v1", "--algos", "ppo", "--seeds", "0",
+                 "--total-steps", "4096", "--jobs", "2", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["Acrobot-v1", "CartPole-v1"]
+    for env_id in ("CartPole-v1", "Acrobot-v1"):
+        done = json.loads((out / env_id / "ppo-s0" / "done.json").read_text())
+        assert done["env_id"] == env_id and done["global_step"] == 4096
+        assert (out / env_id / "returns.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / env_id / "summary.md").read_text().startswith(f"# {env_id}: ppo")
+        with open(out / env_id / "summary.csv", newline="") as f:
+            assert [row["algo"] for row in csv.DictReader(f)] == ["ppo"]
+    printed = capsys.readouterr().out
+    assert printed.index("CartPole-v1\n| algorithm |") < printed.index("Acrobot-v1\n| algorithm |")
+
+    # The same grid again: both runs are finished, so nothing is trained.
+    assert main(["compare", "--env", "CartPole-v1", "Acrobot-v1", "--algos", "ppo", "--seeds", "0",
+                 "--total-steps", "4096", "--jobs", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("1 already finished") == 2 and "Training" not in printed
+
+
+def test_compare_grid_default_out_and_one_env_as_before(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for env_id in ("CartPole-v1", "Acrobot-v1"):  # finished runs, so that nothing is trained
+        write_finished_run(tmp_path / "runs" / "compare-CartPole-v1+Acrobot-v1" / env_id / "ppo-s0", "ppo", 0,
+                           [500, 2000], [20, 100], env_id=env_id)
+    grid = compare_grid(["CartPole-v1", "Acrobot-v1", "CartPole-v1"], ["ppo"], [0], total_steps=2000,
+                        show_progress=False)
+    assert list(grid) == ["CartPole-v1", "Acrobot-v1"]
+    assert grid["Acrobot-v1"].out == Path("runs/compare-CartPole-v1+Acrobot-v1/Acrobot-v1")
+    assert (grid["Acrobot-v1"].out / "returns.png").is_file()
+    with pytest.raises(MinippoError, match="No environments"):
+        compare_grid([], ["ppo"], [0])
+    # One env: the comparison folder is `out` itself, as ever.
+    write_finished_run(tmp_path / "one" / "ppo-s0", "ppo", 0, [500, 2000], [20, 100])
+    assert main(["compare", "--env", "CartPole-v1", "--algos", "ppo", "--seeds", "0", "--total-steps", "2000",
+                 "--out", "one"]) == 0
+    assert (tmp_path / "one" / "returns.png").is_file() and not (tmp_path / "one" / "CartPole-v1").exists()
+
+
+def test_compare_ray_without_ray_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    out = tmp_path / "cmp"
+    assert main(["compare", "--algos", "ppo", "--seeds", "0", "--out", str(out), "--ray"]) == 2
+    err = capsys.readouterr().err
+    assert err == 'minippo: error: --ray needs Ray, which is not installed: pip install "minippo[ray]"\n'
+    assert not out.exists()
