@@ -47,7 +47,6 @@ as it was before the comparison.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import multiprocessing
 import os
@@ -64,7 +63,14 @@ from tqdm import tqdm
 
 from .envs import check_env_id
 from .errors import MinippoError, check_range
-from .logger import load_checkpoint, progress_rows, read_run_config, require_tensorboard, write_json
+from .logger import (
+    load_checkpoint,
+    progress_rows,
+    read_json,
+    read_run_config,
+    require_tensorboard,
+    write_json,
+)
 from .plot import Run, band_label, load_run, plot_runs, reward_threshold
 from .stats import (
     INSTALL_HINT,
@@ -110,16 +116,9 @@ def read_done(path: Path) -> dict | None:
         MinippoError: it is unreadable, not JSON, or not a JSON object naming env_id, algo, seed and
             total_steps.
     """
-    try:
-        done = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists():
         return None
-    except UnicodeDecodeError:
-        raise MinippoError(f"{path} is corrupt: it is not UTF-8 text, so not JSON.") from None
-    except (ValueError, RecursionError) as e:  # JSONDecodeError, an int of 5000 digits, [[[[...
-        raise MinippoError(f"{path} is corrupt: it is not valid JSON ({e}).") from None
-    except OSError as e:
-        raise MinippoError(f"Cannot read {path}: {e.strerror or e}.") from None
+    done = read_json(path)
     if not isinstance(done, dict) or any(key not in done for key in RunSpec.IDENTITY):
         raise MinippoError(f"{path} is not a minippo done.json: it must be a JSON object naming "
                            f"{', '.join(RunSpec.IDENTITY)}.")

@@ -173,6 +173,25 @@ def keep_progress_rows(path: str | Path, last_iteration: int) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: str | Path):
+    """The JSON value in the file ``path``, or None if there is no such file.
+
+    Raises:
+        MinippoError: the file is unreadable, not UTF-8, or not valid JSON; the message names the file.
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        raise MinippoError(f"{path} is corrupt: it is not UTF-8 text, so not JSON.") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, an int of 5000 digits, [[[[...
+        raise MinippoError(f"{path} is corrupt: it is not valid JSON ({e}).") from None
+    except OSError as e:
+        raise MinippoError(f"Cannot read {path}: {e.strerror or e}.") from None
+
+
 def read_run_config(path: str | Path) -> dict:
     """Read the ``config.json`` of a Gymnasium run and check its shape: a JSON object whose ``train``
     section names ``env_id`` and ``algo`` (strings), ``seed`` and ``total_steps`` (ints).
@@ -182,16 +201,9 @@ def read_run_config(path: str | Path) -> dict:
             message names the file and what is wrong.
     """
     path = Path(path)
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MinippoError(f"{path} does not exist; is {path.parent} a run folder?") from None
-    except UnicodeDecodeError:
-        raise MinippoError(f"{path} is corrupt: it is not UTF-8 text, so not JSON.") from None
-    except (ValueError, RecursionError) as e:  # JSONDecodeError, an int of 5000 digits, [[[[...
-        raise MinippoError(f"{path} is corrupt: it is not valid JSON ({e}).") from None
-    except OSError as e:
-        raise MinippoError(f"Cannot read {path}: {e.strerror or e}.") from None
+    if not path.exists():
+        raise MinippoError(f"{path} does not exist; is {path.parent} a run folder?")
+    config = read_json(path)
     train = config.get("train") if isinstance(config, dict) else None
     if not isinstance(train, dict):
         raise MinippoError(f"{path} is not the config.json of a Gymnasium run: it has no 'train' section "

@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -37,12 +36,9 @@ from .corpus import document_text
 from .gpt import GPT, sample
 from .reward_model import RewardModel, response_ends
 
-if TYPE_CHECKING:  # rlhf.py runs best-of-n; a run-time import would be circular
-    from .rlhf import Stages
-
-# The evaluation settings of minippo.lm.rlhf.evaluate_samples and show_completions, so that best-of-n
-# with n = 1 draws the very completions that Stages.evaluate and Stages.show draw from π_ref.
-EVAL_SAMPLES, EVAL_SEED, SHOW_PROMPTS, SHOW_SEED = 512, 1234, 6, 99
+# rlhf.py imports this module only inside a function, so importing it here is not circular. Its evaluation
+# settings make best-of-n with n = 1 draw the very completions Stages.evaluate and Stages.show draw.
+from .rlhf import EVAL_SAMPLES, EVAL_SEED, SHOW_PROMPTS, SHOW_SEED, Stages, log_before_after
 
 
 def best_of_n_kl(n: int) -> float:
@@ -192,12 +188,7 @@ def run_best_of_n(stages: Stages, config: BestOfNConfig, run_dir: str | Path,
                "samples_before": samples_before, "samples_after": samples_after}
     write_json(run_dir / "summary.json", summary)
     if log:
-        log(f"\ncompletions of π_ref → best of {config.n} (gold reward in brackets):")
-        for (b, gb), (a, ga) in zip(samples_before, samples_after):
-            log(f"  [{gb:+.0f}] {b!r}\n  [{ga:+.0f}] {a!r}\n")
-        log(f"{'':14s}{'RM score':>10s}{'gold':>8s}{'KL(π‖π_ref)':>14s}   (means of 512 samples)")
-        for name, s in (("π_ref", before), (f"best of {config.n}", after)):
-            log(f"{name:14s}{s['rm_score']:10.3f}{s['gold_reward']:8.3f}{s['kl_ref']:14.2f}")
+        log_before_after(log, ("π_ref", f"best of {config.n}"), before, after, samples_before, samples_after)
         log(f"(best-of-n's KL is the analytic bound log n − (n − 1)/n); total time "
             f"{summary['total_time_s']:.0f} s; run folder: {run_dir}")
     return summary

@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -42,10 +41,8 @@ from ..errors import NonFiniteLossError, check_range
 from ..logger import CSVLogger, save_checkpoint, write_json
 from .gpt import GPT
 from .reward_model import PreferencePairs, preference_data
+from .rlhf import Stages, log_before_after  # rlhf.py imports this module only inside a function
 from .text_rollout import response_mask
-
-if TYPE_CHECKING:  # rlhf.py runs DPO; a run-time import would be circular
-    from .rlhf import Stages
 
 
 def sequence_log_probs(model: GPT, tokens: Tensor, prompt_len: int, ends: Tensor) -> Tensor:
@@ -279,12 +276,7 @@ def run_dpo(stages: Stages, config: DPOConfig, beta: float, run_dir: str | Path,
                "samples_before": samples_before, "samples_after": samples_after}
     write_json(run_dir / "summary.json", summary)
     if log:
-        log("\ncompletions of π_ref → after DPO (gold reward in brackets):")
-        for (b, gb), (a, ga) in zip(samples_before, samples_after):
-            log(f"  [{gb:+.0f}] {b!r}\n  [{ga:+.0f}] {a!r}\n")
-        log(f"{'':12s}{'RM score':>10s}{'gold':>8s}{'KL(π‖π_ref)':>14s}   (means of 512 samples)")
-        for name, s in (("π_ref", before), ("after DPO", after)):
-            log(f"{name:12s}{s['rm_score']:10.3f}{s['gold_reward']:8.3f}{s['kl_ref']:14.2f}")
+        log_before_after(log, ("π_ref", "after DPO"), before, after, samples_before, samples_after)
         h = summary["held_out"]
         log(f"implicit reward on {len(val)} held-out pairs: accuracy vs labels {h['accuracy']:.3f}, vs gold "
             f"{h['gold_accuracy']:.3f} (reward model: {stages.reward_stats['val_accuracy']:.3f} vs gold)")

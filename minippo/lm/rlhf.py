@@ -298,10 +298,15 @@ def trained_reward_model(gpt: GPT, prompts: torch.Tensor, tokenizer: CharTokeniz
     return _freeze(reward_model), stats
 
 
+# How every method is measured: 512 completions, the prompts cycled in order, sampled with one seed; and the
+# completions shown: one for each of the first six prompts, another seed. Best-of-n uses the same ones.
+EVAL_SAMPLES, EVAL_SEED, SHOW_PROMPTS, SHOW_SEED = 512, 1234, 6, 99
+
+
 @torch.no_grad()
 def evaluate_samples(model: GPT, reference: GPT, reward_model: RewardModel, prompts: torch.Tensor,
                      tokenizer: CharTokenizer, annotator: Annotator, completion_len: int,
-                     num_samples: int = 512, seed: int = 1234) -> dict[str, float]:
+                     num_samples: int = EVAL_SAMPLES, seed: int = EVAL_SEED) -> dict[str, float]:
     """Mean reward-model score, gold reward and KL(π‖π_ref) (mean Σ_{t ≤ end} log π/π_ref over each
     response, nats per response; tokens after the end-of-text token are not counted) of ``num_samples``
     completions of ``model``, the prompts cycled in order. Same seed, same prompts. The scores are the
@@ -323,11 +328,24 @@ def evaluate_samples(model: GPT, reference: GPT, reward_model: RewardModel, prom
 
 @torch.no_grad()
 def show_completions(model: GPT, prompts: torch.Tensor, tokenizer: CharTokenizer, annotator: Annotator,
-                     completion_len: int, seed: int = 99) -> list[tuple[str, float]]:
+                     completion_len: int, seed: int = SHOW_SEED) -> list[tuple[str, float]]:
     """One completion per prompt (the same sampling seed every call): ``[(document, gold), ...]``."""
     generator = torch.Generator(device=prompts.device).manual_seed(seed)
     tokens, _ = sample(model, prompts, completion_len, generator)
     return [(doc, annotator.gold_reward(doc)) for doc in (document_text(tokenizer, row) for row in tokens)]
+
+
+def log_before_after(log: Callable, names: tuple[str, str], before: dict, after: dict,
+                     samples_before: list[tuple[str, float]], samples_after: list[tuple[str, float]]) -> None:
+    """Print, with ``log``, the shown completions side by side (gold reward in brackets) and the table of
+    RM score, gold reward and KL(π‖π_ref) before and after, as every RLHF method reports them."""
+    log(f"\ncompletions of {names[0]} → {names[1]} (gold reward in brackets):")
+    for (b, gb), (a, ga) in zip(samples_before, samples_after):
+        log(f"  [{gb:+.0f}] {b!r}\n  [{ga:+.0f}] {a!r}\n")
+    width = max(12, *(len(name) + 2 for name in names))
+    log(f"{'':{width}s}{'RM score':>10s}{'gold':>8s}{'KL(π‖π_ref)':>14s}   (means of {EVAL_SAMPLES} samples)")
+    for name, s in zip(names, (before, after)):
+        log(f"{name:{width}s}{s['rm_score']:10.3f}{s['gold_reward']:8.3f}{s['kl_ref']:14.2f}")
 
 
 @dataclass
@@ -365,7 +383,7 @@ class Stages:
 
     def show(self, model: GPT) -> list[tuple[str, float]]:
         """:func:`show_completions` of ``model`` on the first six prompts (the same ones every call)."""
-        return show_completions(model, self.prompts[:min(6, len(self.prompts))], self.tokenizer,
+        return show_completions(model, self.prompts[:min(SHOW_PROMPTS, len(self.prompts))], self.tokenizer,
                                 self.annotator, self.config.completion_len)
 
 
@@ -556,12 +574,7 @@ def _run_text(config: RLHFConfig, run_dir: Path, cache_dir: Path, show_progress:
                "samples_before": before_samples, "samples_after": after_samples}
     write_json(run_dir / "summary.json", summary)
     if log:
-        log("\ncompletions before RL → after RL (gold reward in brackets):")
-        for (b, gb), (a, ga) in zip(before_samples, after_samples):
-            log(f"  [{gb:+.0f}] {b!r}\n  [{ga:+.0f}] {a!r}\n")
-        log(f"{'':12s}{'RM score':>10s}{'gold':>8s}{'KL(π‖π_ref)':>14s}   (means of 512 samples)")
-        for name, s in (("before RL", before), ("after RL", after)):
-            log(f"{name:12s}{s['rm_score']:10.3f}{s['gold_reward']:8.3f}{s['kl_ref']:14.2f}")
+        log_before_after(log, ("before RL", "after RL"), before, after, before_samples, after_samples)
         log(f"total time {summary['total_time_s']:.0f} s (RL {run.time_s:.0f} s); run folder: {run_dir}")
     return RLHFResult(run_dir, run, summary)
 
