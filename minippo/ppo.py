@@ -39,7 +39,12 @@ from .rollout import explained_variance, masked_mean, normalize_advantages
 #   - Pendulum: rl-zoo3 explores with gSDE (use_sde, sde_sample_freq=4), which minippo does not
 #     implement; minippo samples a plain state-independent diagonal Gaussian instead;
 #   - rl-zoo3's "normalize: true" (Acrobot) is VecNormalize of observations and rewards, here
-#     normalize_obs and normalize_reward (Gymnasium's wrappers).
+#     normalize_obs and normalize_reward (Gymnasium's wrappers);
+#   - MuJoCo (Hopper-v5, HalfCheetah-v5): rl-zoo3's Optuna-tuned entries for these envs need ReLU
+#     networks of 256x256 without orthogonal init, which minippo's MLP does not offer; minippo uses
+#     the settings of the PPO paper's MuJoCo experiments instead (Schulman et al. 2017, Table 3: 2048
+#     steps per batch, Adam 3e-4, 10 epochs, minibatch 64, gamma 0.99, lambda 0.95, clip 0.2, 1M steps),
+#     which are also SB3's defaults and rl-zoo3's "mujoco-defaults" (normalize: true).
 DEFAULTS: dict[str, dict] = {
     "default": dict(total_steps=500_000, num_envs=8, num_steps=256, gamma=0.99, gae_lambda=0.95,
                     learning_rate=3e-4, num_epochs=10, minibatch_size=256),
@@ -55,6 +60,10 @@ DEFAULTS: dict[str, dict] = {
     "LunarLander-v3": dict(total_steps=1_000_000, num_envs=16, num_steps=1024, gamma=0.999,
                            gae_lambda=0.98, learning_rate=3e-4, anneal_lr=False, num_epochs=4,
                            minibatch_size=64, entropy_coef=0.01),
+    **{env_id: dict(total_steps=1_000_000, num_envs=1, num_steps=2048, gamma=0.99, gae_lambda=0.95,
+                    learning_rate=3e-4, anneal_lr=False, num_epochs=10, minibatch_size=64,
+                    clip_range=0.2, entropy_coef=0.0, normalize_obs=True, normalize_reward=True)
+       for env_id in ("Hopper-v5", "HalfCheetah-v5")},
 }
 
 # The choices of PPOConfig.objective.

@@ -54,6 +54,14 @@ DEFAULTS: dict[str, dict] = {
     # γ = 0.9: Pendulum's reward is dense and immediate; a short horizon gives low-variance advantages.
     "Pendulum-v1": dict(total_steps=200_000, num_envs=4, num_steps=1000, gamma=0.9, gae_lambda=0.95,
                         max_kl=0.01, value_lr=1e-3, value_iterations=80, normalize_reward=True),
+    # MuJoCo: sb3-contrib's TRPO as rl-zoo3 runs it on Hopper-v4 and HalfCheetah-v4 (hyperparams/trpo.yml:
+    # 2 envs x 1024 steps, gamma 0.99, lambda 0.95, 25 CG steps, damping 0.1, observations and rewards
+    # normalised, KL_max 0.01 (sb3-contrib's default; 0.04 on HalfCheetah), and the critic fitted with
+    # Adam 1e-3 for 20 epochs of minibatches of 128, i.e. 320 steps per batch of 2048).
+    **{env_id: dict(total_steps=1_000_000, num_envs=2, num_steps=1024, gamma=0.99, gae_lambda=0.95,
+                    max_kl=max_kl, cg_iterations=25, damping=0.1, value_lr=1e-3, value_iterations=320,
+                    value_minibatch_size=128, normalize_obs=True, normalize_reward=True)
+       for env_id, max_kl in (("Hopper-v5", 0.01), ("HalfCheetah-v5", 0.04))},
 }
 
 
