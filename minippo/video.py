@@ -89,27 +89,26 @@ def _frame(env: gym.Env, env_id: str) -> np.ndarray:
 
 
 @torch.no_grad()
-def record(checkpoint: str | Path, episodes: int = 1, deterministic: bool = True, seed: int = 12345,
-           env_id: str | None = None) -> tuple[list[np.ndarray], list[float], float]:
-    """Run the saved policy for ``episodes`` episodes in one rendering env and keep every frame.
+def record_policy(policy: torch.nn.Module, env_id: str, episodes: int = 1, deterministic: bool = True,
+                  seed: int = 12345, normalize_obs: bool = False, obs_stats: dict | None = None
+                  ) -> tuple[list[np.ndarray], list[float], float]:
+    """Run ``policy`` (any ``minippo.policies`` actor-critic, e.g. one being trained in a notebook) for
+    ``episodes`` episodes in one rendering ``env_id`` env and keep every frame.
 
     The first episode starts from ``reset(seed=seed)``, the next ones from the env's own RNG, as in
     :func:`minippo.train.evaluate`, so the same seed gives the same episodes and returns as ``evaluate``.
+    ``normalize_obs`` / ``obs_stats``: the observation normalisation the policy was trained behind.
 
     Returns:
         ``(frames, returns, fps)``: the frames ``[H, W, 3] uint8`` of all episodes in order, each episode's
         raw return, and the env's ``render_fps`` (30 if it names none).
 
     Raises:
-        MinippoError: a bad checkpoint (:func:`minippo.train.load_policy`), an env that cannot render.
+        MinippoError: an env that cannot render (:func:`make_render_env`), ``episodes`` < 1, ``seed`` < 0.
     """
-    from .train import load_policy  # train imports this module
-
     check_range("episodes", episodes, 1)
     check_range("seed", seed, 0)
-    policy, config, obs_stats = load_policy(checkpoint, env_id)
-    env_id = env_id or config["env_id"]
-    env = make_render_env(env_id, config["normalize_obs"], obs_stats)
+    env = make_render_env(env_id, normalize_obs, obs_stats)
     frames: list[np.ndarray] = []
     returns: list[float] = []
     try:
@@ -129,6 +128,23 @@ def record(checkpoint: str | Path, episodes: int = 1, deterministic: bool = True
     finally:
         env.close()
     return frames, returns, fps
+
+
+def record(checkpoint: str | Path, episodes: int = 1, deterministic: bool = True, seed: int = 12345,
+           env_id: str | None = None) -> tuple[list[np.ndarray], list[float], float]:
+    """:func:`record_policy` for the policy saved in ``checkpoint``, behind the observation normalisation
+    it was trained with. Returns ``(frames, returns, fps)`` as :func:`record_policy`.
+
+    Raises:
+        MinippoError: a bad checkpoint (:func:`minippo.train.load_policy`), an env that cannot render.
+    """
+    from .train import load_policy  # train imports this module
+
+    check_range("episodes", episodes, 1)
+    check_range("seed", seed, 0)
+    policy, config, obs_stats = load_policy(checkpoint, env_id)
+    return record_policy(policy, env_id or config["env_id"], episodes, deterministic, seed,
+                         config["normalize_obs"], obs_stats)
 
 
 def frame_duration_ms(fps: float) -> int:

@@ -1,15 +1,17 @@
 """``minippo eval --video`` and ``train --video-every``: GIFs of the saved policy, read back with Pillow;
-an env that cannot render and an MP4 without an encoder are one error line each."""
+an MP4 read back with ffmpeg; an env that cannot render and an MP4 without an encoder are one error line
+each."""
 
 import sys
 
+import numpy as np
 import pytest
 from cli_errors import one_error_line
 from PIL import Image, ImageSequence
 
 from minippo.cli import main
 from minippo.train import evaluate
-from minippo.video import frame_duration_ms
+from minippo.video import frame_duration_ms, record
 
 pytest.importorskip("pygame")  # the video extra (gymnasium[classic-control]) brings it; dev includes it
 
@@ -40,6 +42,24 @@ def test_eval_video_writes_every_step_of_the_episodes(run, tmp_path, capsys):
     assert sum(d for _, d in frames) == recorded * frame_duration_ms(50)
     assert {f.size for f, _ in frames} == {(600, 400)}
     assert len({f.tobytes() for f, _ in frames}) > 1  # the cart moves
+
+
+def test_eval_video_writes_an_mp4_with_every_frame(run, tmp_path, capsys):
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")  # the video extra brings it; dev includes it
+    returns = evaluate(run / "checkpoint.pt", 1)
+    out = tmp_path / "out.mp4"
+    assert main(["eval", str(run), "--video", str(out)]) == 0
+    recorded = int(returns[0]) + 1
+    assert f"1 episodes, {recorded} frames" in capsys.readouterr().out
+    reader = imageio_ffmpeg.read_frames(str(out))  # ffmpeg decodes the file back
+    meta = next(reader)
+    frames = [np.frombuffer(f, np.uint8).reshape(400, 600, 3) for f in reader]
+    assert meta["size"] == (600, 400) and meta["fps"] == 50
+    assert len(frames) == recorded
+    assert len({f.tobytes() for f in frames}) > 1  # the cart moves
+    first, _, _ = record(run / "checkpoint.pt", 1)
+    # H.264 is lossy: the decoded first frame is near the rendered one, not equal to it.
+    assert np.abs(frames[0].astype(int) - first[0].astype(int)).mean() < 3
 
 
 def test_eval_video_returns_are_evaluate_returns(run, tmp_path, capsys):
