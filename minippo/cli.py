@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "band. The legend names the band drawn")
     p.add_argument("--font-scale", type=float, default=1.0,
                    help="multiply every font size, e.g. 1.6 for slides (default: 1)")
+    p.add_argument("--stats", action="store_true",
+                   help="also print each env's IQM of the final return and AUC with bootstrap CIs, the "
+                   "probabilities of improvement, and save its performance profile beside --out "
+                   "(Agarwal et al. 2021, as compare writes them; needs pip install \"minippo[stats]\")")
 
     r = sub.add_parser("rlhf", help="RLHF in miniature: pretrain a tiny GPT, learn a reward model, fine-tune "
                        "it with VPG, TRPO, PPO, RLOO, GRPO, best-of-n or DPO",

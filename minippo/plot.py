@@ -363,11 +363,23 @@ def _draw_runs(runs: list[Run], ax, band: str, grid: int, title: str | None) -> 
 
 
 def cmd_plot(args) -> int:
-    """``minippo plot RUN_DIR... --out FILE``: the figure of :func:`plot_runs`; the format follows the
-    suffix of FILE (png, svg, pdf, ...)."""
+    """``minippo plot RUN_DIR... --out FILE [--stats]``: the figure of :func:`plot_runs`; the format follows
+    the suffix of FILE (png, svg, pdf, ...). With ``--stats``, also Agarwal et al. (2021)'s statistics of
+    each env's runs, as ``minippo compare`` writes them (:mod:`minippo.stats`): the tables and how to read
+    them on stdout, and the performance profile beside FILE as ``<FILE stem>_profile[_<env>]<suffix>``.
+
+    Raises:
+        MinippoError: as :func:`load_runs` and :func:`plot_runs`; an unknown image format; ``--stats``
+            without rliable (checked before anything is written).
+    """
     runs = load_runs(args.runs)
-    fig = plot_runs(runs, band=args.band, font_scale=args.font_scale)
     out = Path(args.out)
+    if getattr(args, "stats", False):
+        from .stats import INSTALL_HINT, rliable_available
+
+        if not rliable_available():
+            raise MinippoError(f"--stats needs rliable, which is not installed: {INSTALL_HINT}")
+    fig = plot_runs(runs, band=args.band, font_scale=args.font_scale)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         fig.savefig(out, dpi=150)
@@ -375,4 +387,30 @@ def cmd_plot(args) -> int:
         raise MinippoError(f"Cannot save {out}: {e}") from None
     groups = sorted({(run.env_id, run.algo) for run in runs})
     print(f"{len(runs)} runs, {len(groups)} curves ({', '.join(f'{e} {a}' for e, a in groups)}) → {out}")
+    if getattr(args, "stats", False):
+        print_stats(runs, out)
     return 0
+
+
+def print_stats(runs: list[Run], out: Path) -> list[Path]:
+    """Print :mod:`minippo.stats` for the runs of each env (returns are on different scales per env) and
+    save each env's performance profile beside ``out``. Returns the profile paths."""
+    from .stats import compute_stats, format_stats, plot_performance_profile, stats_notes
+
+    env_ids = sorted({run.env_id for run in runs})
+    paths = []
+    for env_id in env_ids:
+        print(f"\n## {env_id}: statistics (Agarwal et al. 2021, computed with rliable)\n")
+        try:
+            stats = compute_stats([run for run in runs if run.env_id == env_id])
+        except MinippoError as e:
+            print(f"Not computed: {e}")
+            continue
+        print(f"{format_stats(stats)}\n\n### How to read them\n\n{stats_notes(stats)}")
+        name = f"{out.stem}_profile" + ("" if len(env_ids) == 1 else f"_{env_id}") + out.suffix
+        profile = plot_performance_profile(stats["scores"]["final_return"],
+                                           title=f"{env_id}: performance profile of the final return")
+        profile.savefig(out.with_name(name), dpi=150)
+        paths.append(out.with_name(name))
+        print(f"performance profile → {out.with_name(name)}")
+    return paths

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_errors import one_error_line
 
 from minippo.cli import main
 from minippo.compare import compare, compare_grid, format_summary, summarize, summary_notes
@@ -249,3 +250,38 @@ def test_compare_ray_without_ray_is_one_line_and_writes_nothing(tmp_path, capsys
     err = capsys.readouterr().err
     assert err == 'minippo: error: --ray needs Ray, which is not installed: pip install "minippo[ray]"\n'
     assert not out.exists()
+
+
+def test_plot_stats_prints_the_statistics_compare_writes_and_saves_a_profile_per_env(tmp_path, capsys):
+    pytest.importorskip("rliable")
+    from minippo.plot import load_runs
+    from minippo.stats import compute_stats, format_stats
+
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        write_finished_run(runs / f"ppo-s{seed}", "ppo", seed, [500, 1000, 2000], [20, 100, 200 + 10 * seed])
+        write_finished_run(runs / f"vpg-s{seed}", "vpg", seed, [400, 1200, 2000], [20, 40, 50 + 10 * seed])
+        write_finished_run(runs / f"acro-s{seed}", "ppo", seed, [500, 2000], [-500, -100 - seed],
+                           env_id="Acrobot-v1")
+    out = tmp_path / "fig" / "returns.png"
+    assert main(["plot", str(runs), "--out", str(out), "--stats"]) == 0
+    printed = capsys.readouterr().out
+    # The same tables as compare's summary.md (default resamples and seed), one section per env.
+    cartpole = [run for run in load_runs([runs]) if run.env_id == "CartPole-v1"]
+    assert format_stats(compute_stats(cartpole)) in printed
+    assert "| ppo | — | 1.00 [1.00, 1.00] |" in printed  # every ppo run ends above every vpg run
+    assert "## Acrobot-v1: statistics" in printed and "| ppo | 3 | -101.0 [" in printed
+    for env_id in ("CartPole-v1", "Acrobot-v1"):
+        assert (tmp_path / "fig" / f"returns_profile_{env_id}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_stats_without_rliable_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import minippo.stats
+
+    for seed in range(2):
+        write_finished_run(tmp_path / "runs" / f"ppo-s{seed}", "ppo", seed, [500, 2000], [20, 100])
+    monkeypatch.setattr(minippo.stats, "rliable_available", lambda: False)
+    out = tmp_path / "fig" / "returns.png"
+    assert main(["plot", str(tmp_path / "runs"), "--out", str(out), "--stats"]) == 2
+    assert 'needs rliable, which is not installed: pip install "minippo[stats]"' in one_error_line(capsys)
+    assert not (tmp_path / "fig").exists()
