@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 
 import gymnasium as gym
 import numpy as np
@@ -79,6 +80,10 @@ def make_vec_env(env_id: str, num_envs: int, *, normalize_obs: bool = False,
         fix = f"pip install 'minippo[{_EXTRAS[family]}]'" if family else "install the package it names"
         raise MinippoError(f"{env_id} needs an optional dependency that is not installed ({e}). "
                            f"Fix: {fix}") from None
+    except Exception as e:
+        if not is_mujoco(name):
+            raise
+        raise mujoco_gl_error(env_id, e) from None
     check_spaces(envs.single_observation_space, envs.single_action_space, env_id)
     envs = vw.RecordEpisodeStatistics(envs)
     if isinstance(envs.single_action_space, gym.spaces.Box):
@@ -88,6 +93,23 @@ def make_vec_env(env_id: str, num_envs: int, *, normalize_obs: bool = False,
     if normalize_reward:
         envs = vw.NormalizeReward(envs, gamma=gamma)
     return envs
+
+
+def is_mujoco(env_id: str) -> bool:
+    """Whether the registered ``env_id`` is one of Gymnasium's MuJoCo envs."""
+    return "mujoco" in str(gym.spec(env_id).entry_point)
+
+
+def mujoco_gl_error(env_id: str, e: Exception) -> MinippoError:
+    """The one-line error for a MuJoCo env whose OpenGL backend failed, with the fix. MuJoCo renders with
+    the backend named by ``MUJOCO_GL`` (default GLFW, which needs a display); Gymnasium loads it when it
+    makes the env, and uses it when it renders."""
+    reason = (str(e).splitlines() or [""])[0]
+    return MinippoError(
+        f"{env_id}: MuJoCo could not load or start its OpenGL backend (MUJOCO_GL="
+        f"{os.environ.get('MUJOCO_GL', 'unset')}; {type(e).__name__}: {reason}). To render on a machine "
+        "without a display, set MUJOCO_GL=egl (or osmesa, where libOSMesa is installed) before the command, "
+        "e.g. MUJOCO_GL=egl minippo eval RUN_DIR --video out.gif; training does not render: unset MUJOCO_GL.")
 
 
 def check_spaces(observation_space: gym.Space, action_space: gym.Space, env_id: str = "this env") -> None:

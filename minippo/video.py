@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from .envs import _set_running_stats, check_env_id
+from .envs import _set_running_stats, check_env_id, is_mujoco, mujoco_gl_error
 from .errors import MinippoError, check_range
 
 VIDEO_FIX = 'pip install "minippo[video]"'
@@ -63,6 +63,10 @@ def make_render_env(env_id: str, normalize_obs: bool = False, obs_stats: dict | 
                            f"{VIDEO_FIX}") from None
     except TypeError:  # the env's constructor takes no render_mode
         raise MinippoError(cannot) from None
+    except Exception as e:
+        if not is_mujoco(name):
+            raise
+        raise mujoco_gl_error(env_id, e) from None
     if "rgb_array" not in env.metadata.get("render_modes", []):
         env.close()
         raise MinippoError(cannot)
@@ -78,10 +82,16 @@ def make_render_env(env_id: str, normalize_obs: bool = False, obs_stats: dict | 
 
 def _frame(env: gym.Env, env_id: str) -> np.ndarray:
     try:
-        frame = env.render()
+        with warnings.catch_warnings():  # GLFW warns before MuJoCo fails without a display; we say it once
+            warnings.filterwarnings("ignore", module="glfw")
+            frame = env.render()
     except gym.error.DependencyNotInstalled as e:  # classic control imports pygame only here
         raise MinippoError(f"Rendering {env_id} needs a package that is not installed ({e}). Fix: "
                            f"{VIDEO_FIX}") from None
+    except Exception as e:  # MuJoCo renders with OpenGL; its default backend (GLFW) needs a display
+        if not is_mujoco(env_id.rpartition(":")[2]):
+            raise
+        raise mujoco_gl_error(env_id, e) from None
     if not (isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[2] == 3):
         raise MinippoError(f"{env_id}'s render() returned {type(frame).__name__}"
                            f"{getattr(frame, 'shape', '')}, not an [H, W, 3] image; it cannot be recorded.")

@@ -2,6 +2,8 @@
 an MP4 read back with ffmpeg; an env that cannot render and an MP4 without an encoder are one error line
 each."""
 
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -100,3 +102,39 @@ def test_missing_renderer_is_one_line_with_the_fix(run, tmp_path, capsys, monkey
     monkeypatch.setitem(sys.modules, "pygame", None)
     assert main(["eval", str(run), "--video", str(tmp_path / "v.gif")]) == 2
     assert 'pip install "minippo[video]"' in one_error_line(capsys)
+
+
+@pytest.fixture(scope="module")
+def hopper_run(tmp_path_factory):
+    pytest.importorskip("mujoco")  # the mujoco extra; dev includes it
+    out = tmp_path_factory.mktemp("hopper") / "run"
+    assert main(["train", "--env", "Hopper-v5", "--total-steps", "32", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+def eval_video(run, path, mujoco_gl):
+    """``minippo eval RUN --video PATH`` in a fresh process without a display: MuJoCo picks its OpenGL
+    backend from MUJOCO_GL when it is first imported, so each setting needs its own process."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL")}
+    if mujoco_gl:
+        env["MUJOCO_GL"] = mujoco_gl
+    return subprocess.run([sys.executable, "-m", "minippo.cli", "eval", str(run), "--video", str(path)],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_mujoco_without_a_display_is_one_line_naming_mujoco_gl(hopper_run, tmp_path):
+    done = eval_video(hopper_run, tmp_path / "h.gif", None)  # GLFW, MuJoCo's default, needs a display
+    assert done.returncode == 2 and not (tmp_path / "h.gif").exists()
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "MuJoCo could not load or start its OpenGL backend (MUJOCO_GL=unset" in done.stderr
+    assert "set MUJOCO_GL=egl" in done.stderr
+
+
+def test_mujoco_renders_off_screen_with_egl(hopper_run, tmp_path):
+    done = eval_video(hopper_run, tmp_path / "h.gif", "egl")
+    if done.returncode == 2 and "MUJOCO_GL=egl" in done.stderr:
+        pytest.skip(f"no EGL on this machine: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    frames = gif_frames(tmp_path / "h.gif")
+    assert {f.size for f, _ in frames} == {(480, 480)}  # Gymnasium's MuJoCo default
+    assert len({f.tobytes() for f, _ in frames}) > 1  # the hopper moves (or falls)
