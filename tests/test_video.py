@@ -118,8 +118,9 @@ def eval_video(run, path, mujoco_gl):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL")}
     if mujoco_gl:
         env["MUJOCO_GL"] = mujoco_gl
+    # In the folder of the video: MuJoCo writes MUJOCO_LOG.TXT into the working folder when it fails.
     return subprocess.run([sys.executable, "-m", "minippo.cli", "eval", str(run), "--video", str(path)],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=env, timeout=120, cwd=path.parent)
 
 
 def test_mujoco_without_a_display_is_one_line_naming_mujoco_gl(hopper_run, tmp_path):
