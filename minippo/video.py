@@ -9,6 +9,7 @@ as a longer frame, so a GIF may hold fewer frames than were recorded; its total 
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -51,6 +52,10 @@ def make_render_env(env_id: str, normalize_obs: bool = False, obs_stats: dict | 
             cannot render ``rgb_array`` frames.
     """
     check_env_id(env_id)
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        # No display: no window could open anyway. SDL's dummy video driver keeps pygame (the classic-
+        # control renderer) from printing "XDG_RUNTIME_DIR is invalid" while it looks for one.
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     name = env_id.rpartition(":")[2]
     cannot = (f"{env_id} cannot render rgb_array frames, so it cannot be recorded (its metadata "
               "['render_modes'] must include 'rgb_array').")

@@ -2,10 +2,13 @@
 and its measurements say what its prose says. Each assertion below is a claim of the notebook's text."""
 
 import pytest
+from gifs import gif_frames
 from notebooks import count_figures, execute_notebook
 
+from minippo.video import frame_duration_ms
+
 VARIABLES = ["bandit_cosine", "eglp_ratio", "baseline_ratio", "variance", "distance", "noise", "step_kls",
-             "step_returns", "return_old", "kl_ratio_10x", "merged_variance_ratio"]
+             "step_returns", "return_old", "kl_ratio_10x", "merged_variance_ratio", "watch"]
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +67,19 @@ def test_kl_is_quadratic_for_small_steps_and_long_steps_collapse_the_return(run)
 def test_twice_the_episodes_halve_the_variance(run):
     _, v = run
     assert 0.25 < v["merged_variance_ratio"] < 0.85
+
+
+def test_watch_it_shows_every_step_of_each_policys_episode(run):
+    nb, v = run
+    watch = v["watch"]
+    assert list(watch) == ["untrained", "frozen", "trained"]
+    for name, w in watch.items():
+        frames = gif_frames(w["path"])
+        assert w["frames"] == w["return"] + 1, name  # CartPole pays 1 per step: L steps, L + 1 frames
+        assert sum(duration for _, duration in frames) == w["frames"] * frame_duration_ms(50), name
+        assert {frame.size for frame, _ in frames} == {(300, 200)}, name  # half of 600 × 400
+        assert len({frame.tobytes() for frame, _ in frames}) > 1, name  # the cart moves
+    assert watch["trained"]["return"] > watch["untrained"]["return"]
+    html = [o["data"]["text/html"] for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs
+            if "text/html" in o.get("data", {})]
+    assert sum(text.count("data:image/gif;base64,") for text in html) == 3  # shown side by side

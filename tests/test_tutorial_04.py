@@ -2,14 +2,18 @@
 bottom, draws its figures, and the numbers its prose relies on hold."""
 
 import pytest
+from gifs import gif_frames
 from notebooks import count_figures, execute_notebook
 
 from minippo.plot import load_runs
+from minippo.train import evaluate
+from minippo.video import frame_duration_ms
 
 NOTEBOOK = "04_ppo_piece_by_piece.ipynb"
 VARIABLES = ["EPSILON", "case_table", "lower_bound_gap_min", "kl_max_clipped", "kl_max_unclipped",
              "entropy_min_clipped", "entropy_min_unclipped", "kl_median_by_eps", "clip_fraction_by_eps",
-             "entropy_end", "epochs_mean", "kl_max_tkl", "kl_penalty_betas", "MAIN_STEPS", "ABLATION_STEPS"]
+             "entropy_end", "epochs_mean", "kl_max_tkl", "kl_penalty_betas", "MAIN_STEPS", "ABLATION_STEPS",
+             "watch", "WATCH_SEED"]
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +81,18 @@ def test_the_kl_penalty_adapts_beta(executed):
     betas = values["kl_penalty_betas"]
     assert betas[0] == 1.0
     assert len(set(betas)) > 1
+
+
+def test_watch_it_records_the_checkpoints_own_episode(executed):
+    _, values, workdir = executed
+    watch = values["watch"]
+    # The trained GIF is the episode `minippo eval` plays from the same reset seed.
+    trained_return = evaluate(workdir / "runs" / "tutorial-04" / "main" / "checkpoint.pt", 1,
+                              seed=values["WATCH_SEED"])[0]
+    assert watch["trained"]["return"] == trained_return
+    for name, w in watch.items():
+        frames = gif_frames(w["path"])
+        assert w["frames"] == w["return"] + 1, name
+        assert sum(duration for _, duration in frames) == w["frames"] * frame_duration_ms(50), name
+        assert len({frame.tobytes() for frame, _ in frames}) > 1, name
+    assert watch["trained"]["return"] > watch["untrained"]["return"]

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 from cli_errors import one_error_line
-from PIL import Image, ImageSequence
+from gifs import gif_frames
 
 from minippo.cli import main
 from minippo.train import evaluate
@@ -25,12 +25,6 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("video") / "run"
     assert main(["train", "--total-steps", "64", *TINY, "--out", str(out), "--video-every", "3"]) == 0
     return out
-
-
-def gif_frames(path):
-    with Image.open(path) as gif:
-        return [(frame.convert("RGB").copy(), frame.info["duration"])
-                for frame in ImageSequence.Iterator(gif)]
 
 
 def test_eval_video_writes_every_step_of_the_episodes(run, tmp_path, capsys):
