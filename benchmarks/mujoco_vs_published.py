@@ -120,7 +120,7 @@ def write_table(results: dict, spinningup: dict, out: Path, command: str) -> Pat
     lines = [
         "# VPG, TRPO and PPO on MuJoCo, 1M env steps: minippo beside published results", "",
         f"Made by `{command}` from the runs of `python -m minippo.figures --envs Hopper-v5 HalfCheetah-v5 "
-        "--seeds 0 1 2`. Figure: [mujoco_vs_published.png](mujoco_vs_published.png).", "",
+        "--seeds 0 1 2`. Figure: `figures/mujoco_vs_published.png`.", "",
         "minippo: 3 seeds (0, 1, 2) per cell, mean ± std over seeds. *training* = mean return of the last "
         "10 training episodes (stochastic policy), the curve's last point; *deterministic* = 10 episodes "
         "of the final policy's mean action (`minippo eval`), as the SB3 tables measure.", "",
