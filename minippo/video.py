@@ -45,7 +45,8 @@ def check_video_path(path: str | Path) -> Path:
 
 def make_render_env(env_id: str, normalize_obs: bool = False, obs_stats: dict | None = None) -> gym.Env:
     """One ``env_id`` env that renders ``rgb_array`` frames, with the wrappers the policy was trained
-    behind: ``ClipAction`` for Box actions, and ``NormalizeObservation`` frozen at ``obs_stats``.
+    behind: ``ClipAction`` for Box actions, and ``NormalizeObservation`` frozen at ``obs_stats``. MuJoCo
+    envs render through their model's "track" camera, which follows the agent.
 
     Raises:
         MinippoError: unknown id, a renderer that is not installed (:data:`VIDEO_FIX`), or an env that
@@ -59,10 +60,13 @@ def make_render_env(env_id: str, normalize_obs: bool = False, obs_stats: dict | 
     name = env_id.rpartition(":")[2]
     cannot = (f"{env_id} cannot render rgb_array frames, so it cannot be recorded (its metadata "
               "['render_modes'] must include 'rgb_array').")
+    # MuJoCo: the models' "track" camera follows the body; Gymnasium's default free camera stays put, so a
+    # good runner would leave the frame (a model without that camera falls back to the free one).
+    camera = {"camera_name": "track"} if is_mujoco(name) else {}
     try:
         with warnings.catch_warnings():  # Gymnasium warns, then we say it in one line
             warnings.simplefilter("ignore")
-            env = gym.make(name, render_mode="rgb_array")
+            env = gym.make(name, render_mode="rgb_array", **camera)
     except gym.error.DependencyNotInstalled as e:
         raise MinippoError(f"Rendering {env_id} needs a package that is not installed ({e}). Fix: "
                            f"{VIDEO_FIX}") from None

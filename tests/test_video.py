@@ -133,3 +133,18 @@ def test_mujoco_renders_off_screen_with_egl(hopper_run, tmp_path):
     frames = gif_frames(tmp_path / "h.gif")
     assert {f.size for f, _ in frames} == {(480, 480)}  # Gymnasium's MuJoCo default
     assert len({f.tobytes() for f, _ in frames}) > 1  # the hopper moves (or falls)
+
+
+def test_mujoco_renders_through_the_models_tracking_camera():
+    pytest.importorskip("mujoco")
+    import mujoco
+
+    from minippo.video import make_render_env
+
+    env = make_render_env("Hopper-v5")  # no frame is drawn: no OpenGL needed
+    try:
+        model = env.unwrapped.model
+        track = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "track")
+        assert track != -1 and env.unwrapped.mujoco_renderer.camera_id == track  # not the free camera (-1)
+    finally:
+        env.close()
