@@ -54,7 +54,7 @@ SOURCES = {
         "rl-zoo3", "D",
         "RL Baselines3 Zoo, benchmark.md (commit 22e3ff2): "
         "https://github.com/DLR-RM/rl-baselines3-zoo/blob/master/benchmark.md",
-        "one trained agent per entry (the file says it is not a quantitative benchmark), -v3 envs, 1M "
+        "One trained agent per entry (the file says it is not a quantitative benchmark), -v3 envs, 1M "
         "steps, deterministic policy over 150k evaluation steps, mean ± std over episodes; PPO with "
         "rl-zoo3's Optuna-tuned settings (ReLU 256x256 networks, 512-step batches), which minippo does "
         "not use; TRPO with the settings minippo uses"),
@@ -64,7 +64,8 @@ SOURCES = {
         "https://spinningup.openai.com/en/latest/spinningup/bench.html",
         "VPG and PPO: the PyTorch plots; TRPO: the TensorFlow plot (Spinning Up has no PyTorch TRPO). "
         "-v3 envs, 10 seeds, average return of the episodes in each 4000-step batch (stochastic policy) "
-        "smoothed over 11 epochs, mean ± std over seeds, read off the SVG plots at 1M steps"),
+        "smoothed over 11 epochs, mean ± std over seeds, read off the SVG plots at 1M steps by "
+        "benchmarks/published/extract_spinningup.py"),
 }
 
 # (env, algo, source) -> (mean, std); Spinning Up's come from SPINNINGUP_CSV at 1M steps.

@@ -9,7 +9,8 @@ Spinning Up publishes its benchmarks as plots only (docs/spinningup/bench.rst: 1
 epochs). An SVG keeps the drawn coordinates, so the curves can be read back exactly rather than by eye:
 the axes' transform is fitted to the tick positions and labels (a straight line through them; the script
 stops if a tick is off it by more than 0.01 of a unit), each curve is found by the colour of its legend
-entry, and the band's two edges at a step are where the band's outline crosses that step. VPG and PPO
+entry, and the band's two edges at a step are where the band's outline crosses that step. The band keeps
+one point per 4000-step epoch (1M steps is epoch 250); the mean is its middle. VPG and PPO
 come from the PyTorch plots; TRPO from the TensorFlow ones (Spinning Up has no PyTorch TRPO). Rows are
 kept up to 1.1M env steps. The ``env`` column names the minippo env each curve is set beside; Spinning Up
 ran the -v3 envs.
@@ -84,12 +85,16 @@ def main(plots_dir: str) -> int:
             found = curves((Path(plots_dir) / f"{name}_performance.svg").read_text())
             for algo in algos:
                 line, band = found[algo]
-                for step, mean in line[line[:, 0] <= MAX_STEP]:
+                # Matplotlib thinned the mean line when it saved the SVG (159 to 600 of the 750 epochs are
+                # left), but kept every epoch of the band: read the band, and take its middle as the mean.
+                steps = np.unique(band[:, 0])
+                for step in steps[steps <= MAX_STEP]:
                     low, high = band_edges(band, step)
-                    writer.writerow([env_id, algo, name.split("/")[0], f"{step:.0f}", f"{mean:.1f}",
-                                     f"{low:.1f}", f"{high:.1f}"])
-                print(f"{env_id} {algo}: at 1M steps {np.interp(1e6, line[:, 0], line[:, 1]):.0f}, band "
-                      "[{:.0f}, {:.0f}]".format(*band_edges(band, 1e6)))
+                    writer.writerow([env_id, algo, name.split("/")[0], f"{step:.0f}",
+                                     f"{(low + high) / 2:.1f}", f"{low:.1f}", f"{high:.1f}"])
+                low, high = band_edges(band, 1e6)
+                print(f"{env_id} {algo}: at 1M steps {(low + high) / 2:.0f} (the thinned line: "
+                      f"{np.interp(1e6, line[:, 0], line[:, 1]):.0f}), band [{low:.0f}, {high:.0f}]")
     print(f"wrote {out}")
     return 0
 
